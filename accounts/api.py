@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .services import credentials_check, user_signup, user_token
+
+
+class SignupApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
+        email = serializers.EmailField()
+        password = serializers.CharField(write_only=True, min_length=8, max_length=128)
+
+        def validate_username(self, value: str) -> str:
+            if get_user_model().objects.filter(username__iexact=value).exists():
+                raise serializers.ValidationError("This username is taken.")
+            return value
+
+        def validate(self, attrs: dict) -> dict:
+            user = get_user_model()(username=attrs["username"], email=attrs["email"])
+            try:
+                validate_password(attrs["password"], user)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"password": list(exc.messages)}) from None
+            return attrs
+
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user, token = user_signup(**data.validated_data)
+        return Response({"id": user.pk, "username": user.username, "token": token}, status=201)
+
+
+class TokenApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        password = serializers.CharField(write_only=True)
+
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = credentials_check(user=authenticate(request, **data.validated_data))
+        return Response({"token": user_token(user=user)})

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class User(AbstractUser):
+    """A FindMe account: staff run events, attendees find themselves in photos."""
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+
+
+def selfie_upload_to(instance: Selfie, filename: str) -> str:  # noqa: ARG001
+    # The server chooses every stored name: the client's file name never reaches the disk.
+    return f"selfies/{instance.user_id}/{uuid.uuid4().hex}.jpg"
+
+
+class Selfie(models.Model):
+    """An attendee's reference face: the photo they gave, their consent, and its descriptor."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        INDEXING = "indexing", "Indexing"
+        INDEXED = "indexed", "Indexed"
+        FAILED = "failed", "Failed"
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="selfie")
+    image = models.FileField(upload_to=selfie_upload_to, max_length=255)
+    consent_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # Local engine: 128 float32 values. Empty for engines that keep the vector themselves.
+    descriptor = models.BinaryField(null=True, blank=True, editable=False)
+    # The engine's own handle for this face (e.g. a Rekognition FaceId / UserId).
+    engine = models.CharField(max_length=32, blank=True)
+    engine_ref = models.CharField(max_length=128, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "updated_at"], name="selfie_status_updated")]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(status="indexed") | models.Q(indexed_at__isnull=False),
+                name="selfie_indexed_has_time",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"selfie of {self.user_id} ({self.status})"

@@ -1,0 +1,350 @@
+"""FindMe settings: one file, driven by the environment.
+
+With no variable set, FindMe runs on a laptop: SQLite, django-q2's ORM broker, a database cache
+table, local ``media/`` and the offline dlib engine. Each production service is one variable away
+(see ``.env.example``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# --- Mode -----------------------------------------------------------------------------------------
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Production mode refuses to start without it; "
+            "set DJANGO_DEBUG=1 for development (what `make run` does)."
+        )
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_q",
+    "core",
+    "accounts",
+    "faces",
+    "photos",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+AUTH_USER_MODEL = "accounts.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+DB_POOL_SIZE = env_int("DB_POOL_SIZE", 20, minimum=1)
+DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 50, minimum=0)
+DATABASE_URL = env_str("DATABASE_URL")
+
+if DATABASE_URL:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        # Django's native psycopg pool. A non-zero CONN_MAX_AGE with a pool is an error, and the
+        # pool must not cross a fork: core.apps installs the hook that makes it safe for
+        # django-q2's forked workers.
+        _db["CONN_MAX_AGE"] = 0
+        _db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": DB_POOL_SIZE,
+            "max_size": DB_POOL_SIZE + DB_MAX_OVERFLOW,
+            "timeout": env_int("DB_POOL_TIMEOUT", 10, minimum=1),
+        }
+        _db["OPTIONS"].setdefault("connect_timeout", 5)
+    DATABASES = {"default": _db}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            "OPTIONS": {
+                # Several worker processes write to one file: wait for the lock instead of
+                # failing, take the write lock up front, and let readers run beside a writer.
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": env_str("SQLITE_TEST_PATH", str(BASE_DIR / "test-db.sqlite3"))},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and queue ------------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "findme"),
+            "OPTIONS": {"socket_connect_timeout": 5, "socket_timeout": 5},
+        }
+    }
+else:
+    # Not LocMemCache: it lives in one process, so the web process would never see the worker
+    # cluster's statistics.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "findme_cache",
+        }
+    }
+
+PHOTO_QUEUE_WORKERS = env_int("PHOTO_QUEUE_WORKERS", 3, minimum=1)
+PHOTO_QUEUE_RETRIES = env_int("PHOTO_QUEUE_RETRIES", 3, minimum=1)
+PHOTO_QUEUE_MAX_SIZE = env_int("PHOTO_QUEUE_MAX_SIZE", 1000, minimum=1)
+PHOTO_TASK_TIMEOUT = env_int("PHOTO_TASK_TIMEOUT", 300, minimum=10)
+# A photo left in queued/processing longer than this is handed to the queue again by the sweep.
+PHOTO_STUCK_AFTER_S = env_int("PHOTO_STUCK_AFTER_S", PHOTO_TASK_TIMEOUT + 120, minimum=30)
+
+Q_CLUSTER = {
+    "name": env_str("Q_CLUSTER_NAME", "findme"),
+    "workers": PHOTO_QUEUE_WORKERS,
+    "timeout": PHOTO_TASK_TIMEOUT,
+    # retry must exceed timeout, or a slow task is handed to a second worker while it still runs.
+    "retry": PHOTO_TASK_TIMEOUT + 60,
+    "max_attempts": PHOTO_QUEUE_RETRIES,
+    # Tasks record their own failures on the photo row; a failure the broker sees is final.
+    "ack_failures": True,
+    "save_limit": 1000,
+    "queue_limit": PHOTO_QUEUE_WORKERS * 2,
+    "recycle": env_int("PHOTO_WORKER_RECYCLE", 200, minimum=1),
+    "max_rss": env_int("PHOTO_WORKER_MAX_RSS_KB", 600_000, minimum=50_000),
+    "catch_up": False,
+    "poll": 0.2,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Storage --------------------------------------------------------------------------------------
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
+AWS_CONNECT_TIMEOUT_S = env_float("AWS_CONNECT_TIMEOUT_S", 5.0)
+AWS_READ_TIMEOUT_S = env_float("AWS_READ_TIMEOUT_S", 30.0)
+
+if AWS_STORAGE_BUCKET_NAME:
+    from botocore.config import Config as _BotoConfig
+
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "region_name": AWS_S3_REGION_NAME,
+            "endpoint_url": AWS_S3_ENDPOINT_URL,
+            "signature_version": "s3v4",
+            "file_overwrite": True,
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": 3600,
+            "client_config": _BotoConfig(
+                connect_timeout=AWS_CONNECT_TIMEOUT_S,
+                read_timeout=AWS_READ_TIMEOUT_S,
+                retries={"mode": "standard", "max_attempts": 5},
+                signature_version="s3v4",
+            ),
+        },
+    }
+else:
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT), "allow_overwrite": True},
+    }
+
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- Uploads --------------------------------------------------------------------------------------
+PHOTO_MAX_UPLOAD_MB = env_int("PHOTO_MAX_UPLOAD_MB", 50, minimum=1)
+PHOTO_MAX_PIXELS = env_int("PHOTO_MAX_PIXELS", 100_000_000, minimum=1_000_000)
+# Every upload goes to a temporary file as it arrives (never held whole in memory), hashed on the
+# way: see core.uploads.
+FILE_UPLOAD_HANDLERS = ["core.uploads.HashingUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Faces ----------------------------------------------------------------------------------------
+FACE_ENGINE = env_str("FACE_ENGINE", "local")
+if FACE_ENGINE not in {"local", "rekognition"}:
+    raise ImproperlyConfigured(f"FACE_ENGINE must be 'local' or 'rekognition', not {FACE_ENGINE!r}")
+# Largest descriptor distance still counted as the same person (local engine). Chosen from
+# ../shared/faces: same person 0.07-0.44, closest stranger 0.634; see faces/README.md.
+FACE_MATCH_THRESHOLD = env_float("FACE_MATCH_THRESHOLD", 0.5)
+FACE_DETECT_MAX_SIDE = env_int("FACE_DETECT_MAX_SIDE", 1600, minimum=320)
+FACE_DETECT_UPSAMPLE = env_int("FACE_DETECT_UPSAMPLE", 1, minimum=0)
+AWS_CONCURRENT_REQUESTS = env_int("AWS_CONCURRENT_REQUESTS", 10, minimum=1)
+REKOGNITION_REGION = env_str("REKOGNITION_REGION", AWS_S3_REGION_NAME)
+REKOGNITION_COLLECTION_PREFIX = env_str("REKOGNITION_COLLECTION_PREFIX", "findme")
+# Rekognition similarity (0-100) at or above which a face counts as the member's.
+REKOGNITION_MATCH_THRESHOLD = env_float("REKOGNITION_MATCH_THRESHOLD", 95.0)
+REKOGNITION_PRICE_PER_CALL_USD = env_float("REKOGNITION_PRICE_PER_CALL_USD", 0.001)
+
+# --- Gallery --------------------------------------------------------------------------------------
+MY_PHOTOS_CACHE_SECONDS = env_int("MY_PHOTOS_CACHE_SECONDS", 30, minimum=0)
+
+# --- API ------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: an anonymous API call then gets 401 with WWW-Authenticate, not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+# --- Auth, i18n, security -------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "my-photos"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+EMAIL_BACKEND = (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG or not env_str("EMAIL_HOST")
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "FindMe <noreply@findme.local>")
+
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG and env_bool("DJANGO_SECURE_COOKIES", False):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

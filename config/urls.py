@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+
+api_patterns = [
+    path("", include("accounts.urls_api")),
+    path("", include("faces.urls_api")),
+    path("", include("photos.urls_api")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
+    path("", include("photos.urls")),
+    path("", include("accounts.urls")),
+]
+
+handler404 = "core.views.not_found"
+handler500 = "core.views.server_error"

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Face(models.Model):
+    """One face found in one photo. Boxes are fractions of the upright photo (0..1)."""
+
+    photo = models.ForeignKey("photos.Photo", on_delete=models.CASCADE, related_name="faces")
+    # Denormalised from the photo so that an event's descriptors load with one indexed query.
+    event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
+    index = models.PositiveSmallIntegerField()
+    left = models.FloatField()
+    top = models.FloatField()
+    width = models.FloatField()
+    height = models.FloatField()
+    # Local engine: 128 float32 values (512 bytes).
+    descriptor = models.BinaryField(null=True, blank=True, editable=False)
+    engine = models.CharField(max_length=32)
+    engine_face_id = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["photo_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["photo", "index"], name="face_unique_photo_index"),
+        ]
+        indexes = [
+            models.Index(fields=["event", "engine"], name="face_event_engine"),
+            models.Index(fields=["engine_face_id"], name="face_engine_face_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"face {self.index} of photo {self.photo_id}"
+
+
+class Match(models.Model):
+    """A member seen in a photo. At most one per member and photo.
+
+    A rejected match ("not me") is kept, face or not, so that no reprocessing ever re-creates it.
+    """
+
+    photo = models.ForeignKey("photos.Photo", on_delete=models.CASCADE, related_name="matches")
+    event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="face_matches"
+    )
+    face = models.ForeignKey(
+        Face, null=True, blank=True, on_delete=models.SET_NULL, related_name="matches"
+    )
+    distance = models.FloatField()
+    rejected = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["photo", "user"], name="match_unique_photo_user"),
+            # A face belongs to at most one member.
+            models.UniqueConstraint(
+                fields=["face"],
+                condition=models.Q(rejected=False, face__isnull=False),
+                name="match_unique_live_face",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "rejected", "photo"], name="match_user_live_photo"),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} in photo {self.photo_id}"
+
+
+class EngineCall(models.Model):
+    """Billable face-engine calls by operation, summed across every worker process."""
+
+    engine = models.CharField(max_length=32)
+    operation = models.CharField(max_length=64)
+    count = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["engine", "operation"], name="enginecall_unique_op"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.engine}.{self.operation}: {self.count}"

@@ -1,0 +1,40 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import services
+from .models import Event, Membership, Photo
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "join_code", "created_at")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "event", "joined_at")
+    raw_id_fields = ("user", "event")
+
+
+@admin.register(Photo)
+class PhotoAdmin(admin.ModelAdmin):
+    list_display = ("id", "event", "status", "face_count", "attempts", "created_at", "processed_at")
+    list_filter = ("status", "event")
+    search_fields = ("sha256", "original_name")
+    readonly_fields = (
+        "sha256", "original", "original_name", "content_type", "size", "width", "height",
+        "taken_at", "status", "attempts", "error", "face_count", "created_at", "processed_at",
+    )
+    raw_id_fields = ("event", "uploaded_by")
+    actions = ["reprocess"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Photo]:
+        return super().get_queryset(request).defer("thumb", "preview")
+
+    @admin.action(description="Scan the selected photos again")
+    def reprocess(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:
+        count = sum(services.photo_reprocess(photo_id=pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(request, f"{count} photos queued again.", messages.SUCCESS)

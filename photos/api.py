@@ -1,0 +1,140 @@
+"""Events, upload and processing status: staff endpoints, plus joining an event."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import ApplicationError
+from core.uploads import upload_size_check
+
+from . import selectors, services
+from .models import Photo
+from .serializers import EventOutputSerializer, PhotoOutputSerializer
+
+
+class EventListCreateApi(GenericAPIView):
+    permission_classes = [IsAdminUser]
+    serializer_class = EventOutputSerializer
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        slug = serializers.SlugField(max_length=70, required=False, allow_blank=True)
+
+    def get_queryset(self):
+        from .models import Event
+
+        return Event.objects.order_by("-created_at", "-id")
+
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        event = services.event_create(
+            name=data.validated_data["name"],
+            slug=data.validated_data.get("slug") or None,
+            created_by=request.user,
+        )
+        return Response(self.get_serializer(event).data, status=201)
+
+
+class EventDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    def get(self, request: Request, slug: str) -> Response:
+        event = selectors.event_get(slug=slug)
+        body = EventOutputSerializer(event, context={"request": request}).data
+        body["photos"] = selectors.event_photo_counts(event=event)
+        body["members"] = event.memberships.count()
+        return Response(body)
+
+
+class PhotoListUploadApi(GenericAPIView):
+    permission_classes = [IsAdminUser]
+    serializer_class = PhotoOutputSerializer
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(allow_empty_file=True, use_url=False)
+        sha256 = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+    def get(self, request: Request, slug: str) -> Response:
+        event = selectors.event_get(slug=slug)
+        status = request.query_params.get("status") or None
+        if status and status not in Photo.Status.values:
+            raise ApplicationError(
+                f"status must be one of {', '.join(Photo.Status.values)}.",
+                code="invalid",
+                detail={"status": ["Unknown status."]},
+            )
+        page = self.paginate_queryset(selectors.photo_list_for_event(event=event, status=status))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def post(self, request: Request, slug: str) -> Response:
+        event = selectors.event_get(slug=slug)
+        upload_size_check(request)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.photo_ingest(
+            event=event,
+            upload=data.validated_data["file"],
+            uploaded_by=request.user,
+            sha256=data.validated_data.get("sha256") or None,
+        )
+        body = self.get_serializer(result.photo).data
+        body["duplicate"] = not result.created
+        return Response(body, status=201 if result.created else 200)
+
+
+class PhotoCheckApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    class InputSerializer(serializers.Serializer):
+        sha256 = serializers.ListField(
+            child=serializers.RegexField(r"^[0-9a-fA-F]{64}$"), max_length=1000, allow_empty=True
+        )
+
+    def post(self, request: Request, slug: str) -> Response:
+        event = selectors.event_get(slug=slug)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(
+            {"existing": services.photos_existing(event=event, hashes=data.validated_data["sha256"])}
+        )
+
+
+class PhotoStatusApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request, photo_id: int) -> Response:
+        photo = selectors.photo_get_visible(photo_id=photo_id, user=request.user)
+        return Response(
+            {
+                "id": photo.pk,
+                "status": photo.status,
+                "faces": photo.face_count,
+                "error": photo.error or None,
+                "attempts": photo.attempts,
+            }
+        )
+
+
+class EventJoinApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    class InputSerializer(serializers.Serializer):
+        join_code = serializers.CharField(max_length=64)
+
+    def post(self, request: Request, slug: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        event = services.event_join(
+            user=request.user, slug=slug, join_code=data.validated_data["join_code"]
+        )
+        return Response({"event": event.slug})

@@ -1,0 +1,85 @@
+"""Reads for events and photos. Lists never load the binary columns."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from accounts.models import User
+from core.errors import NotFound
+
+from .models import Event, Photo
+
+BINARY_FIELDS = ("thumb", "preview")
+
+
+def event_get(*, slug: str) -> Event:
+    event = Event.objects.filter(slug=slug).first()
+    if event is None:
+        raise NotFound("No event has this address.")
+    return event
+
+
+def event_get_for_member(*, slug: str, user: User) -> Event:
+    qs = Event.objects.filter(slug=slug)
+    if not user.is_staff:
+        qs = qs.filter(memberships__user=user)
+    event = qs.first()
+    if event is None:
+        raise NotFound("No event has this address, or you have not joined it.")
+    return event
+
+
+def event_photo_counts(*, event: Event) -> dict[str, int]:
+    counts = {status: 0 for status in Photo.Status.values}
+    for row in event.photos.values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def photo_list_for_event(*, event: Event, status: str | None = None) -> QuerySet[Photo]:
+    qs = Photo.objects.filter(event=event).defer(*BINARY_FIELDS).select_related("event")
+    if status:
+        qs = qs.filter(status=status)
+    return qs.order_by("-created_at", "-id")
+
+
+def photo_list_for_user(*, user: User, event: Event | None = None) -> QuerySet[Photo]:
+    """Photos in which this user was matched and did not say "not me", newest first."""
+    qs = (
+        Photo.objects.filter(
+            status=Photo.Status.DONE, matches__user=user, matches__rejected=False
+        )
+        .defer(*BINARY_FIELDS)
+        .select_related("event")
+    )
+    if event is not None:
+        qs = qs.filter(event=event)
+    return qs.order_by("-created_at", "-id")
+
+
+def photo_get_visible(*, photo_id: int, user: User, fields: tuple[str, ...] = ()) -> Photo:
+    """A photo the user may see: staff see all; others only photos they are matched in.
+
+    Anything else is 404, never 403: the photo's existence is not revealed.
+    """
+    qs = Photo.objects.filter(pk=photo_id)
+    if not (user.is_authenticated and user.is_staff):
+        if not user.is_authenticated:
+            raise NotFound("No photo here.")
+        qs = qs.filter(Q(matches__user=user) & Q(matches__rejected=False))
+    if fields:
+        qs = qs.only("pk", "sha256", "content_type", "original", "original_name", *fields)
+    else:
+        qs = qs.defer(*BINARY_FIELDS)
+    photo = qs.first()
+    if photo is None:
+        raise NotFound("No photo here.")
+    return photo
+
+
+def photos_pending_for_user(*, user: User) -> int:
+    """Photos still queued or processing in the events this user joined."""
+    return Photo.objects.filter(
+        event__memberships__user=user,
+        status__in=[Photo.Status.QUEUED, Photo.Status.PROCESSING],
+    ).count()

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from PIL import Image
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_FACES = Path(os.environ.get("FINDME_FACES_DIR", ROOT.parent / "shared" / "faces"))
+
+
+SHARED_CACHE = "redis" in settings.CACHES["default"]["BACKEND"].lower()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media_and_cache():
+    """Every test starts with an empty media folder and an empty cache.
+
+    The database cache lives in the test database and is reset with it; Redis is cleared.
+    """
+    shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
+    Path(settings.MEDIA_ROOT).mkdir(parents=True, exist_ok=True)
+    if SHARED_CACHE:
+        cache.clear()
+    yield
+    if SHARED_CACHE:
+        cache.clear()
+
+
+@pytest.fixture
+def faces_dir() -> Path:
+    if not (SHARED_FACES / "truth.json").is_file():
+        pytest.skip(f"the real face photos are absent: {SHARED_FACES} (see ../shared/faces)")
+    return SHARED_FACES
+
+
+@pytest.fixture
+def faces_truth(faces_dir: Path) -> dict:
+    return json.loads((faces_dir / "truth.json").read_text())
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="staff", password="staff-pass-123", is_staff=True
+    )
+
+
+@pytest.fixture
+def attendee(django_user_model):
+    return django_user_model.objects.create_user(username="ann", password="ann-pass-1234")
+
+
+@pytest.fixture
+def staff_client(staff_user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+@pytest.fixture
+def attendee_client(attendee) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(attendee)
+    return client
+
+
+@pytest.fixture
+def event(staff_user):
+    from photos.models import Event
+
+    return Event.objects.create(name="Wedding", slug="wedding", created_by=staff_user)
+
+
+def jpeg_bytes(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (200, 30, 30), **save) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="JPEG", **save)
+    return buffer.getvalue()
