@@ -40,6 +40,8 @@ def upload_size_check(request) -> None:
     """Answer 413 when the handler above cut the upload off."""
     from .errors import ApplicationError
 
+    if hasattr(request, "_request"):
+        request.data  # noqa: B018 - parsing the body is what runs the upload handlers
     django_request = getattr(request, "_request", request)
     if getattr(django_request, "upload_too_large", False):
         raise ApplicationError(
