@@ -16,7 +16,17 @@ os.environ.setdefault("PHOTO_QUEUE_WORKERS", "2")
 from config.settings import *  # noqa: E402, F403
 from config.settings import BASE_DIR  # noqa: E402
 
-MEDIA_ROOT = BASE_DIR / ".test-media"
+# Two test runs on one machine must not share (and destroy) one test database or media folder.
+# Worker subprocesses started by the tests are handed both paths explicitly.
+RUN_ID = os.environ.get("FINDME_TEST_RUN_ID") or str(os.getpid())
+_db = DATABASES["default"]  # noqa: F405
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["TEST"] = {"NAME": str(BASE_DIR / ".test-dbs" / f"test-{RUN_ID}.sqlite3")}
+    (BASE_DIR / ".test-dbs").mkdir(exist_ok=True)
+else:
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{RUN_ID}"}
+
+MEDIA_ROOT = os.environ.get("MEDIA_ROOT") or str(BASE_DIR / ".test-media" / RUN_ID)
 STORAGES["default"]["OPTIONS"]["location"] = str(MEDIA_ROOT)  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-Q_CLUSTER["name"] = "findme-test"  # noqa: F405
+Q_CLUSTER["name"] = f"findme-test-{RUN_ID}"  # noqa: F405

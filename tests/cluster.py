@@ -23,6 +23,7 @@ def cluster_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings_test"
     env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["FINDME_TEST_RUN_ID"] = settings.RUN_ID  # same queue name, same media, same database
     if connection.vendor == "sqlite":
         env["SQLITE_PATH"] = str(db["NAME"])
         env.pop("DATABASE_URL", None)

@@ -1,0 +1,177 @@
+"""photo_process: claimed once, idempotent on rerun, retried, then failed with a readable error."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+from django_q.models import OrmQ
+from PIL import Image
+
+from accounts.services import selfie_store
+from faces.models import Face, Match
+from faces.services import match_reject, member_index
+from photos import tasks
+from photos.models import Membership, Photo
+from photos.services import photo_ingest, photo_process, photo_reprocess, photos_sweep
+from tests.conftest import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def ingest_bytes(event, user, data: bytes, name: str = "p.jpg") -> Photo:
+    upload = SimpleUploadedFile(name, data, content_type="image/jpeg")
+    return photo_ingest(event=event, upload=upload, uploaded_by=user).photo
+
+
+def gps_jpeg() -> bytes:
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    gps.update({1: "N", 2: (48.0, 51.0, 30.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+    exif[0x0112] = 1
+    buffer = io.BytesIO()
+    Image.effect_noise((2400, 1800), 40).convert("RGB").save(buffer, "JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_processing_writes_thumb_and_preview_without_metadata(event, staff_user):
+    data = gps_jpeg()
+    assert Image.open(io.BytesIO(data)).getexif().get_ifd(0x8825)  # the source does carry GPS
+    photo = ingest_bytes(event, staff_user, data)
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    photo.refresh_from_db()
+    assert photo.status == Photo.Status.DONE and photo.attempts == 1 and photo.face_count == 0
+    thumb = Image.open(io.BytesIO(bytes(photo.thumb)))
+    preview = Image.open(io.BytesIO(bytes(photo.preview)))
+    assert thumb.format == "WEBP" and max(thumb.size) == 400
+    assert preview.format == "JPEG" and max(preview.size) == 1600
+    assert (photo.thumb_width, photo.thumb_height) == thumb.size
+    for image in (thumb, preview):
+        assert not image.getexif().get_ifd(0x8825)
+        assert "exif" not in image.info
+    assert photo.placeholder.startswith("#") and len(photo.placeholder) == 7
+
+
+def test_a_second_run_of_a_finished_photo_changes_nothing(event, staff_user):
+    photo = ingest_bytes(event, staff_user, jpeg_bytes((800, 600)))
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    before = Photo.objects.filter(pk=photo.pk).values("updated_at", "attempts").get()
+    assert photo_process(photo_id=photo.pk) == "skipped"  # another worker got there first
+    assert Photo.objects.filter(pk=photo.pk).values("updated_at", "attempts").get() == before
+
+
+def test_a_photo_fails_after_the_last_retry_with_a_readable_error(event, staff_user, settings):
+    settings.PHOTO_QUEUE_RETRIES = 3
+    photo = ingest_bytes(event, staff_user, jpeg_bytes())
+    Path(photo.original.path).unlink()  # the storage lost the file
+    assert photo_process(photo_id=photo.pk) == Photo.Status.QUEUED
+    assert photo_process(photo_id=photo.pk) == Photo.Status.QUEUED
+    assert photo_process(photo_id=photo.pk) == Photo.Status.FAILED
+    photo.refresh_from_db()
+    assert photo.status == Photo.Status.FAILED
+    assert photo.attempts == 3
+    assert "FileNotFoundError" in photo.error
+    assert photo_process(photo_id=photo.pk) == "skipped"
+
+
+def test_one_bad_photo_does_not_stop_the_others(event, staff_user, settings):
+    settings.PHOTO_QUEUE_RETRIES = 1
+    bad = ingest_bytes(event, staff_user, jpeg_bytes(colour=(1, 1, 1)))
+    good = ingest_bytes(event, staff_user, jpeg_bytes(colour=(200, 200, 200)))
+    Path(bad.original.path).write_bytes(b"\xff\xd8\xff\xe0 scrambled \xff\xd9")
+    # The task returns normally: the queue moves on to the next photo.
+    assert tasks.photo_process(bad.pk) == Photo.Status.FAILED
+    assert tasks.photo_process(good.pk) == Photo.Status.DONE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_attempt_is_queued_again_through_the_broker(event, staff_user, settings):
+    settings.PHOTO_QUEUE_RETRIES = 3
+    photo = ingest_bytes(event, staff_user, jpeg_bytes())
+    before = _queued_tasks()
+    Path(photo.original.path).unlink()
+    photo_process(photo_id=photo.pk)
+    assert _queued_tasks() == before + 1
+
+
+def _queued_tasks() -> int:
+    from django.conf import settings
+
+    if "redis" in settings.Q_CLUSTER:
+        from django_q.brokers import get_broker
+
+        return get_broker().queue_size()
+    return OrmQ.objects.count()
+
+
+def test_sweep_requeues_photos_left_behind_by_a_dead_worker(event, staff_user, settings):
+    settings.PHOTO_STUCK_AFTER_S = 60
+    stuck = ingest_bytes(event, staff_user, jpeg_bytes(colour=(5, 5, 5)))
+    fresh = ingest_bytes(event, staff_user, jpeg_bytes(colour=(9, 9, 9)))
+    old = timezone.now() - timedelta(minutes=5)
+    # A worker claimed it and died: processing, long ago.
+    Photo.objects.filter(pk=stuck.pk).update(status=Photo.Status.PROCESSING, attempts=1, updated_at=old)
+    Photo.objects.filter(pk=fresh.pk).update(status=Photo.Status.PROCESSING, attempts=1)
+    assert photos_sweep() == 1
+    assert Photo.objects.get(pk=stuck.pk).status == Photo.Status.QUEUED
+    assert Photo.objects.get(pk=fresh.pk).status == Photo.Status.PROCESSING
+    assert photo_process(photo_id=stuck.pk) == Photo.Status.DONE
+    assert photos_sweep() == 0
+
+
+def test_sweep_fails_a_photo_that_killed_its_worker_on_every_attempt(event, staff_user, settings):
+    settings.PHOTO_STUCK_AFTER_S = 60
+    settings.PHOTO_QUEUE_RETRIES = 3
+    photo = ingest_bytes(event, staff_user, jpeg_bytes())
+    Photo.objects.filter(pk=photo.pk).update(
+        status=Photo.Status.PROCESSING, attempts=3, updated_at=timezone.now() - timedelta(hours=1)
+    )
+    photos_sweep()
+    photo.refresh_from_db()
+    assert photo.status == Photo.Status.FAILED
+    assert "stopped" in photo.error
+
+
+@pytest.mark.faces
+def test_reprocessing_replaces_faces_and_matches_and_keeps_not_me(
+    faces_dir, event, staff_user, django_user_model
+):
+    users = {}
+    for name, selfie in [("obama", "obama/obama_1.jpg"), ("biden", "biden/biden_1.jpg")]:
+        users[name] = django_user_model.objects.create_user(username=name, password="x")
+        Membership.objects.create(user=users[name], event=event)
+        selfie_store(
+            user=users[name],
+            upload=SimpleUploadedFile("s.jpg", (faces_dir / "people" / selfie).read_bytes()),
+        )
+        assert member_index(user_id=users[name].pk)
+    photo = ingest_bytes(event, staff_user, (faces_dir / "groups" / "two_people.jpg").read_bytes())
+
+    def snapshot():
+        faces = sorted(
+            Face.objects.filter(photo=photo).values_list("index", "left", "top", "width", "height")
+        )
+        matches = sorted(
+            Match.objects.filter(photo=photo).values_list("user__username", "rejected")
+        )
+        return faces, matches
+
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    first = snapshot()
+    assert len(first[0]) == 2
+    assert first[1] == [("biden", False), ("obama", False)]
+
+    assert photo_reprocess(photo_id=photo.pk)
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    assert snapshot() == first  # a rerun replaces, never duplicates
+
+    assert match_reject(user_id=users["biden"].pk, photo_id=photo.pk)
+    photo_reprocess(photo_id=photo.pk)
+    photo_process(photo_id=photo.pk)
+    faces, matches = snapshot()
+    assert len(faces) == 2
+    assert matches == [("biden", True), ("obama", False)]  # "not me" stays not me
