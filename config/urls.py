@@ -11,6 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("", include("photos.urls")),
+    path("", include("faces.urls")),
     path("", include("accounts.urls")),
 ]
 

@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from . import services
 from .models import Event, Membership, Photo
@@ -8,9 +10,17 @@ from .models import Event, Membership, Photo
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "join_code", "created_at")
+    list_display = ("name", "slug", "join_code", "created_at", "qr_link")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("qr_link",)
+
+    @admin.display(description="Join QR code")
+    def qr_link(self, obj: Event) -> str:
+        if not obj.pk:
+            return "-"
+        url = reverse("event-qr", args=[obj.slug])
+        return format_html('<a href="{}">Show the QR code</a>', url)
 
 
 @admin.register(Membership)

@@ -5,5 +5,8 @@ from . import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("e/<slug:slug>/join/", views.event_join_page, name="event-join"),
+    path("e/<slug:slug>/qr/", views.event_qr_page, name="event-qr"),
+    path("e/<slug:slug>/qr.svg", views.event_qr_svg, name="event-qr-svg"),
     path("my/", views.my_photos_page, name="my-photos"),
+    path("my/photos/<int:photo_id>/not-me/", views.not_me, name="not-me"),
 ]

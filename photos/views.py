@@ -1,12 +1,28 @@
+"""Server-rendered pages: joining an event, its QR code for staff, and the attendee's gallery."""
+
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+import io
+import secrets
 
+import segno
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from accounts.selectors import selfie_get
 from core.errors import NotFound
+from faces import services as faces_services
 
 from . import selectors, services
+from .models import Event, Membership
+
+MY_PHOTOS_PER_PAGE = 60
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -15,21 +31,115 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("login")
 
 
+def _join_failed(request: HttpRequest, slug: str) -> HttpResponse:
+    return render(request, "photos/join_failed.html", {"slug": slug}, status=404)
+
+
 @login_required
 def event_join_page(request: HttpRequest, slug: str) -> HttpResponse:
-    code = request.POST.get("code") or request.GET.get("code") or ""
+    """GET shows the event the link leads to; POST joins it (a GET never changes anything)."""
+    code = (request.POST.get("code") or request.GET.get("code") or "").strip()
+    if request.method == "POST":
+        try:
+            event = services.event_join(user=request.user, slug=slug, join_code=code)
+        except NotFound:
+            return _join_failed(request, slug)
+        messages.success(request, f"You joined {event.name}.")
+        if selfie_get(user_id=request.user.pk) is None:
+            return redirect("selfie")
+        return redirect(f"{reverse('my-photos')}?event={event.slug}")
+
     try:
-        event = services.event_join(user=request.user, slug=slug, join_code=code)
+        event = selectors.event_get(slug=slug)
     except NotFound:
-        return render(request, "photos/join_failed.html", {"slug": slug}, status=404)
-    return redirect(f"/my/?event={event.slug}")
+        return _join_failed(request, slug)
+    if not code or not secrets.compare_digest(code, event.join_code):
+        return _join_failed(request, slug)
+    if Membership.objects.filter(user=request.user, event=event).exists():
+        return redirect(f"{reverse('my-photos')}?event={event.slug}")
+    return render(request, "photos/join.html", {"event": event, "code": code})
+
+
+def _staff_event(request: HttpRequest, slug: str) -> Event:
+    if not request.user.is_staff:
+        raise Http404("No event here.")
+    try:
+        return selectors.event_get(slug=slug)
+    except NotFound:
+        raise Http404("No event here.") from None
+
+
+def _join_qr(request: HttpRequest, event: Event) -> segno.QRCode:
+    return segno.make(request.build_absolute_uri(event.join_path), error="m")
+
+
+@login_required
+def event_qr_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """A page staff can show on a screen or print: the join link as a QR code, and as text."""
+    event = _staff_event(request, slug)
+    qr = _join_qr(request, event)
+    svg = qr.svg_inline(
+        scale=8, dark="#111", light="#fff", omitsize=True, svgclass="qr", title=f"Join {event.name}"
+    )
+    return render(
+        request,
+        "photos/event_qr.html",
+        {"event": event, "qr_svg": svg, "join_url": request.build_absolute_uri(event.join_path)},
+    )
+
+
+@login_required
+def event_qr_svg(request: HttpRequest, slug: str) -> HttpResponse:
+    event = _staff_event(request, slug)
+    out = io.BytesIO()
+    _join_qr(request, event).save(out, kind="svg", scale=10, title=f"Join {event.name}")
+    response = HttpResponse(out.getvalue(), content_type="image/svg+xml")
+    response["Content-Disposition"] = f'attachment; filename="findme-{event.slug}-qr.svg"'
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 @login_required
 def my_photos_page(request: HttpRequest) -> HttpResponse:
-    photos = selectors.photo_list_for_user(user=request.user)[:200]
+    user = request.user
+    events = list(
+        Event.objects.filter(memberships__user=user).only("slug", "name").order_by("name")
+    )
+    event = None
+    if slug := request.GET.get("event"):
+        event = next((e for e in events if e.slug == slug), None)
+        if event is None:
+            raise Http404("You have not joined this event.")
+
+    paginator = Paginator(selectors.photo_list_for_user(user=user, event=event), MY_PHOTOS_PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
+    selfie = selfie_get(user_id=user.pk)
     return render(
         request,
         "photos/my_photos.html",
-        {"photos": photos, "pending": selectors.photos_pending_for_user(user=request.user)},
+        {
+            "page": page,
+            "photos": page.object_list,
+            "events": events,
+            "event": event,
+            "selfie": selfie,
+            "pending": selectors.photos_pending_for_user(user=user),
+            "this_page": request.get_full_path(),
+        },
     )
+
+
+@login_required
+@require_POST
+def not_me(request: HttpRequest, photo_id: int) -> HttpResponse:
+    """The no-JavaScript path of "Not me": reject the match, then back to the same page."""
+    if faces_services.match_reject(user_id=request.user.pk, photo_id=photo_id):
+        messages.success(request, "Removed. That photo will not come back to your gallery.")
+    else:
+        messages.info(request, "That photo was already gone from your gallery.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("my-photos")
+    return redirect(target)

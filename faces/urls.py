@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("me/selfie/", views.selfie_page, name="selfie"),
+    path("me/face-data/delete/", views.face_data_delete_page, name="face-data-delete"),
+]

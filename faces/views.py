@@ -1,0 +1,77 @@
+"""The member's face data as pages: give a selfie with consent, see its state, delete it all."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from accounts.selectors import selfie_get
+from core.errors import ApplicationError
+
+from . import services
+
+
+def _selfie_render(
+    request: HttpRequest, *, error: str = "", error_code: str = "", status: int = 200
+) -> HttpResponse:
+    return render(
+        request,
+        "faces/selfie.html",
+        {
+            "selfie": selfie_get(user_id=request.user.pk),
+            "error": error,
+            "error_code": error_code,
+            "max_upload_mb": settings.PHOTO_MAX_UPLOAD_MB,
+            "has_events": request.user.memberships.exists(),
+        },
+        status=status,
+    )
+
+
+def _selfie_upload(request: HttpRequest):
+    """The photo sent: the form offers the camera and the file picker as two inputs."""
+    return next((f for f in request.FILES.getlist("file") if f.size), None)
+
+
+@login_required
+def selfie_page(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _selfie_render(request)
+    if getattr(request, "upload_too_large", False):
+        return _selfie_render(
+            request,
+            error=f"This photo is larger than {settings.PHOTO_MAX_UPLOAD_MB} MB. Choose a smaller one.",
+            status=413,
+        )
+    upload = _selfie_upload(request)
+    consent = request.POST.get("consent", "")
+    if upload is None and consent:
+        return _selfie_render(
+            request, error="Choose a photo of your face, or take one.", status=400
+        )
+    try:
+        services.selfie_register(user=request.user, upload=upload, consent=consent)
+    except ApplicationError as exc:
+        return _selfie_render(request, error=exc.message, error_code=exc.code, status=400)
+    messages.success(
+        request, "Thank you. Your selfie is being read; your photos will appear in My photos."
+    )
+    return redirect("selfie")
+
+
+@login_required
+def face_data_delete_page(request: HttpRequest) -> HttpResponse:
+    """A confirmation page (GET) and the deletion (POST): two steps, no JavaScript needed."""
+    if request.method == "POST":
+        services.member_forget(user_id=request.user.pk)
+        messages.success(
+            request,
+            "Your selfie, your face data and your matches are deleted. Your gallery is empty.",
+        )
+        return redirect("selfie")
+    return render(
+        request, "faces/face_data_delete.html", {"selfie": selfie_get(user_id=request.user.pk)}
+    )
