@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from photos.admin_views import queue_dashboard
+
 api_patterns = [
     path("", include("accounts.urls_api")),
     path("", include("faces.urls_api")),
@@ -8,6 +10,7 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    path("admin/queue/", admin.site.admin_view(queue_dashboard), name="admin-queue"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("", include("photos.urls")),

@@ -1,0 +1,23 @@
+"""The staff queue page in the admin: live statistics, failures, and where to act on them."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from .models import Photo
+from .monitoring import queue_stats
+
+
+def queue_dashboard(request: HttpRequest) -> HttpResponse:
+    context = {
+        **admin.site.each_context(request),
+        "title": "Queue statistics",
+        "stats": queue_stats(),
+        "failed": Photo.objects.filter(status=Photo.Status.FAILED)
+        .defer("thumb", "preview")
+        .select_related("event")
+        .order_by("-updated_at")[:20],
+    }
+    return TemplateResponse(request, "admin/queue_stats.html", context)

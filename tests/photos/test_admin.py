@@ -1,0 +1,80 @@
+"""The staff side in the Django admin: every list opens, the queue page shows live numbers."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from photos.models import Photo
+from photos.services import photo_ingest
+from tests.conftest import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    return django_user_model.objects.create_superuser(username="root", password="root-pass-123")
+
+
+def test_every_admin_list_opens(client, superuser, event):
+    photo_ingest(
+        event=event, upload=SimpleUploadedFile("a.jpg", jpeg_bytes()), uploaded_by=superuser
+    )
+    client.force_login(superuser)
+    for path in [
+        "/admin/",
+        "/admin/photos/event/",
+        "/admin/photos/photo/",
+        "/admin/photos/photo/?status__exact=failed",
+        "/admin/photos/membership/",
+        "/admin/faces/face/",
+        "/admin/faces/match/",
+        "/admin/faces/enginecall/",
+        "/admin/accounts/selfie/",
+        "/admin/accounts/user/",
+        "/admin/django_q/failure/",
+        "/admin/django_q/schedule/",
+    ]:
+        assert client.get(path).status_code == 200, path
+    assert client.get(f"/admin/photos/photo/{Photo.objects.get().pk}/change/").status_code == 200
+
+
+def test_queue_page_shows_the_numbers_and_failures(client, superuser, event):
+    photo = photo_ingest(
+        event=event, upload=SimpleUploadedFile("a.jpg", jpeg_bytes()), uploaded_by=superuser
+    ).photo
+    Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.FAILED, error="ValueError: broken")
+    photo_ingest(
+        event=event,
+        upload=SimpleUploadedFile("b.jpg", jpeg_bytes(colour=(0, 0, 9))),
+        uploaded_by=superuser,
+    )
+    client.force_login(superuser)
+    index = client.get("/admin/").content.decode()
+    assert "/admin/queue/" in index
+    page = client.get("/admin/queue/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'data-key="queue.current_queue_size">1<' in html
+    assert "ValueError: broken" in html
+
+
+def test_queue_page_is_for_staff_only(client, attendee):
+    client.force_login(attendee)
+    answer = client.get("/admin/queue/")
+    assert answer.status_code == 302 and "/admin/login/" in answer["Location"]
+
+
+def test_reprocess_action_queues_failed_photos_again(client, superuser, event):
+    photo = photo_ingest(
+        event=event, upload=SimpleUploadedFile("a.jpg", jpeg_bytes()), uploaded_by=superuser
+    ).photo
+    Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.FAILED, attempts=3, error="x")
+    client.force_login(superuser)
+    answer = client.post(
+        "/admin/photos/photo/", {"action": "reprocess", "_selected_action": [photo.pk]}
+    )
+    assert answer.status_code == 302
+    photo.refresh_from_db()
+    assert (photo.status, photo.attempts, photo.error) == (Photo.Status.QUEUED, 0, "")
