@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from rest_framework.generics import GenericAPIView
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.selectors import selfie_get
 from core.errors import NotFound
+from core.imaging import sniff_type
 from faces import services as faces_services
 
 from . import selectors
-from .gallery import my_photos_cached, zip_stream
+from .gallery import my_photos_json, zip_stream
+from .models import Event, Photo
 from .serializers import PhotoOutputSerializer
 
+logger = logging.getLogger(__name__)
+
 IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+class _AnswerWhateverAccepted(BaseContentNegotiation):
+    """Bytes and zips are what they are, whatever ``Accept`` says (an ``<img>`` asks for
+    ``image/webp``); errors are still rendered as JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 class MeApi(APIView):
@@ -43,83 +62,101 @@ class MeApi(APIView):
 
 
 class MyPhotosApi(GenericAPIView):
+    """The photos the caller was matched in, newest first, paginated.
+
+    The answer is cached per user as rendered JSON (photos.gallery.my_photos_json): a hit is
+    one cache read and no serialising.
+    """
+
     permission_classes = [IsAuthenticated]
     serializer_class = PhotoOutputSerializer
 
-    def _event(self, request: Request):
+    def _event(self, request: Request) -> Event | None:
         slug = request.query_params.get("event")
         if not slug:
             return None
         return selectors.event_get_for_member(slug=slug, user=request.user)
 
-    def get(self, request: Request) -> Response:
-        event = self._event(request)
+    def get(self, request: Request) -> HttpResponse:
+        params = request.query_params
+        # Everything the rendered bytes depend on; the absolute URLs carry scheme and host.
         variant = "|".join(
             [
-                event.slug if event else "-",
-                request.query_params.get("page", "1"),
-                request.query_params.get("page_size", ""),
+                request.scheme,
                 request.get_host(),
+                params.get("event", ""),
+                params.get("page", ""),
+                params.get("page_size", ""),
             ]
         )
 
-        def build() -> dict:
-            qs = selectors.photo_list_for_user(user=request.user, event=event)
+        def build() -> bytes:
+            # Inside the miss: the event check is cached with the page it allowed.
+            qs = selectors.photo_list_for_user(user=request.user, event=self._event(request))
             page = self.paginate_queryset(qs)
-            return self.get_paginated_response(self.get_serializer(page, many=True).data).data
+            data = self.get_paginated_response(self.get_serializer(page, many=True).data).data
+            return JSONRenderer().render(data)
 
-        return Response(my_photos_cached(user_id=request.user.pk, variant=variant, build=build))
+        body = my_photos_json(user_id=request.user.pk, variant=variant, build=build)
+        response = HttpResponse(body, content_type="application/json")
+        response["Cache-Control"] = "private, no-cache"
+        return response
 
 
 class _PhotoBytesApi(APIView):
-    """Image bytes for whoever may see the photo; 404 for everyone else."""
+    """Image bytes for whoever may see the photo; 404 for everyone else, anonymous included."""
 
-    permission_classes: list = []  # anonymous callers get 404, like any other stranger
+    permission_classes: list = []
+    content_negotiation_class = _AnswerWhateverAccepted
     variant = ""
+    binary_field: str | None = None
 
     def get(self, request: Request, photo_id: int) -> HttpResponse:
-        field = () if self.variant == "original" else (self.variant,)
-        photo = selectors.photo_get_visible(photo_id=photo_id, user=request.user, fields=field)
+        # Only the one binary column this answer needs (none for the original, read from storage).
+        fields = (self.binary_field,) if self.binary_field else ()
+        photo = selectors.photo_get_visible(photo_id=photo_id, user=request.user, fields=fields)
         etag = f'"{photo.sha256}-{self.variant}"'
-        if etag in _if_none_match(request):
-            response = HttpResponse(status=304)
-        else:
-            response = self.body(photo)
+        response = HttpResponse(status=304) if _etag_matches(request, etag) else self.body(photo)
         response["ETag"] = etag
         response["Cache-Control"] = IMMUTABLE
         response["Vary"] = "Cookie, Authorization"
         return response
 
+    def body(self, photo: Photo) -> HttpResponse:
+        data = getattr(photo, self.binary_field)
+        if not data:
+            raise NotFound("This photo has not been processed yet; try again in a moment.")
+        data = bytes(data)
+        return HttpResponse(data, content_type=sniff_type(data[:32]) or "application/octet-stream")
 
-def _if_none_match(request: Request) -> set[str]:
+
+def _etag_matches(request: Request, etag: str) -> bool:
     header = request.META.get("HTTP_IF_NONE_MATCH", "")
-    return {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
+    tags = {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
+    return "*" in tags or etag in tags
 
 
 class PhotoThumbApi(_PhotoBytesApi):
     variant = "thumb"
-
-    def body(self, photo) -> HttpResponse:
-        if not photo.thumb:
-            raise NotFound("This photo has not been processed yet.")
-        return HttpResponse(bytes(photo.thumb), content_type="image/webp")
+    binary_field = "thumb"
 
 
 class PhotoPreviewApi(_PhotoBytesApi):
     variant = "preview"
-
-    def body(self, photo) -> HttpResponse:
-        if not photo.preview:
-            raise NotFound("This photo has not been processed yet.")
-        return HttpResponse(bytes(photo.preview), content_type="image/jpeg")
+    binary_field = "preview"
 
 
 class PhotoOriginalApi(_PhotoBytesApi):
     variant = "original"
 
-    def body(self, photo) -> HttpResponse:
+    def body(self, photo: Photo) -> HttpResponse:
+        try:
+            source = photo.original.open("rb")
+        except OSError:
+            logger.exception("original of photo %s cannot be read", photo.pk)
+            raise NotFound("The original file of this photo is missing.") from None
         filename = photo.original_name or f"photo-{photo.pk}.{photo.extension}"
-        response = FileResponse(photo.original.open("rb"), content_type=photo.content_type)
+        response = FileResponse(source, content_type=photo.content_type)
         response["Content-Disposition"] = content_disposition_header(True, filename)
         return response
 
@@ -134,10 +171,13 @@ class NotMeApi(APIView):
 
 
 class MyPhotosZipApi(MyPhotosApi):
+    content_negotiation_class = _AnswerWhateverAccepted
+
     def get(self, request: Request) -> StreamingHttpResponse:
         event = self._event(request)
+        # A server-side cursor on PostgreSQL, chunks on SQLite: rows never all in memory.
         photos = selectors.photo_list_for_user(user=request.user, event=event).iterator(
-            chunk_size=200
+            chunk_size=100
         )
         name = f"findme-{event.slug if event else 'photos'}.zip"
         response = StreamingHttpResponse(zip_stream(photos), content_type="application/zip")

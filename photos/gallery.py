@@ -1,55 +1,84 @@
-"""The attendee's gallery data: cached metadata pages, image bytes, and the streamed zip."""
+"""The attendee's gallery data: cached metadata pages, cache statistics, and the streamed zip."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.db import DatabaseCache
 
-from core.generations import user_generation
+from core.generations import generation_key, user_generation
 
 from .models import Photo
+
+logger = logging.getLogger(__name__)
 
 HITS_KEY = "stats:user_photos_cache:hits"
 MISSES_KEY = "stats:user_photos_cache:misses"
 CACHE_PREFIX = "myphotos"
 
 
-def _count(key: str) -> None:
+def _count(key: str, seen: Any) -> None:
+    """Add one to a hit or miss counter that never expires.
+
+    Redis increments atomically. The database cache's ``incr`` is a read and a write that also
+    resets the timeout to five minutes, so there the value read with the page is written back
+    plus one, without a timeout: two requests at once may count as one; the rate stays right.
+    """
+    if isinstance(caches[DEFAULT_CACHE_ALIAS], DatabaseCache):
+        cache.set(key, int(seen or 0) + 1, timeout=None)
+        return
     try:
         cache.incr(key)
-    except ValueError:
+    except ValueError:  # first count since the cache was emptied
         if not cache.add(key, 1, timeout=None):
             cache.incr(key)
 
 
-def my_photos_cached(*, user_id: int, variant: str, build) -> dict[str, Any]:
-    """The answer for one user and query, from the cache when the user's generation allows.
+def _page_key(user_id: int, variant: str) -> str:
+    digest = hashlib.blake2b(variant.encode(), digest_size=12).hexdigest()
+    return f"{CACHE_PREFIX}:{user_id}:{digest}"
 
-    ``build`` makes the answer on a miss. A new or rejected match bumps the generation, so a
-    changed gallery never waits for the timeout.
+
+def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) -> bytes:
+    """One user's gallery page as JSON bytes, from the cache while their generation allows.
+
+    The entry holds the rendered bytes, so a hit costs one cache read (the user's generation,
+    the page and the counters together), a counter write, and no serialising. ``build``
+    renders the page on a miss. A new or rejected match bumps the generation
+    (core.generations), so a changed gallery never waits for the timeout.
     """
     timeout = settings.MY_PHOTOS_CACHE_SECONDS
     if timeout <= 0:
         return build()
-    version = user_generation(user_id)
-    key = f"{CACHE_PREFIX}:{user_id}:{variant}"
-    body = cache.get(key, version=version)
-    if body is not None:
-        _count(HITS_KEY)
-        return body
-    _count(MISSES_KEY)
+    page_key = _page_key(user_id, variant)
+    gen_key = generation_key(user_id)
+    # One round trip: the generation, the page and the counters.
+    found = cache.get_many([gen_key, page_key, HITS_KEY, MISSES_KEY])
+    generation = found.get(gen_key)
+    entry = found.get(page_key)
+    if generation is not None and entry is not None and entry[0] == generation:
+        _count(HITS_KEY, found.get(HITS_KEY))
+        return entry[1]
+    _count(MISSES_KEY, found.get(MISSES_KEY))
+    if generation is None:
+        generation = user_generation(user_id)
+    # The generation is read before the database: a match committed while we build bumps it,
+    # and this entry, stored under the older number, is never served.
     body = build()
-    cache.set(key, body, timeout=timeout, version=version)
+    cache.set(page_key, (generation, body), timeout=timeout)
     return body
 
 
 def cache_stats() -> dict[str, Any]:
-    hits = int(cache.get(HITS_KEY) or 0)
-    misses = int(cache.get(MISSES_KEY) or 0)
+    found = cache.get_many([HITS_KEY, MISSES_KEY])
+    hits = int(found.get(HITS_KEY) or 0)
+    misses = int(found.get(MISSES_KEY) or 0)
     total = hits + misses
     return {
         "hits": hits,
@@ -60,32 +89,33 @@ def cache_stats() -> dict[str, Any]:
 
 
 def _cache_size() -> int | None:
-    """How many gallery pages are cached now, read from the backend itself."""
+    """How many gallery pages the cache holds now, read from the backend itself."""
     backend = cache
-    location = getattr(backend, "_table", None)
-    if location:  # DatabaseCache
+    table = getattr(backend, "_table", None)
+    if table:  # DatabaseCache
         from django.db import connections, router
         from django.utils import timezone
 
-        db = router.db_for_read(backend.cache_model_class)
-        connection = connections[db]
-        table = connection.ops.quote_name(location)
+        connection = connections[router.db_for_read(backend.cache_model_class)]
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT COUNT(*) FROM {table} WHERE cache_key LIKE %s AND expires > %s",  # noqa: S608
+                f"SELECT COUNT(*) FROM {connection.ops.quote_name(table)} "  # noqa: S608
+                "WHERE cache_key LIKE %s AND expires > %s",
                 [f"%:{CACHE_PREFIX}:%", timezone.now()],
             )
             return int(cursor.fetchone()[0])
     client = getattr(backend, "_cache", None)
     if client is not None and hasattr(client, "get_client"):  # RedisCache
         redis = client.get_client()
-        pattern = f"*:{CACHE_PREFIX}:*"
+        pattern = f"{backend.key_prefix}:*:{CACHE_PREFIX}:*"  # Django's key: prefix:version:key
         return sum(1 for _ in redis.scan_iter(match=pattern, count=1000))
     return None
 
 
+# --- the zip --------------------------------------------------------------------------------------
 class _Sink:
-    """A write-only, unseekable file: zipfile then writes data descriptors and never seeks."""
+    """A write-only, unseekable file. zipfile then writes data descriptors and never seeks, and
+    whatever it wrote is taken away after each chunk: memory holds about one chunk."""
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
@@ -108,27 +138,42 @@ class _Sink:
         return data
 
 
-def zip_stream(photos: Iterator[Photo], *, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
-    """Yield a zip of the originals piece by piece: memory stays at about one chunk."""
+def zip_stream(photos: Iterable[Photo], *, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    """Yield a zip of the originals piece by piece, stored (photos do not compress)."""
     sink = _Sink()
     used: set[str] = set()
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+    with zipfile.ZipFile(
+        sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True
+    ) as archive:
         for photo in photos:
-            name = _zip_name(photo, used)
-            info = zipfile.ZipInfo(name, date_time=photo.created_at.timetuple()[:6])
+            try:
+                source = photo.original.open("rb")
+            except OSError:
+                # A missing file must not cut every other photo out of the download.
+                logger.exception("zip: original of photo %s cannot be read; left out", photo.pk)
+                continue
+            when = photo.taken_at or photo.created_at
+            if not 1980 <= when.year <= 2107:  # what a zip header can say; camera clocks lie
+                when = photo.created_at
+            info = zipfile.ZipInfo(_zip_name(photo, used), date_time=when.timetuple()[:6])
             info.compress_type = zipfile.ZIP_STORED
-            with photo.original.open("rb") as source, archive.open(info, "w", force_zip64=True) as dest:
+            with source, archive.open(info, "w", force_zip64=True) as dest:
                 while chunk := source.read(chunk_size):
                     dest.write(chunk)
-                    yield sink.take()
-            yield sink.take()
-    yield sink.take()
+                    if data := sink.take():
+                        yield data
+            if data := sink.take():
+                yield data
+    if data := sink.take():
+        yield data
 
 
 def _zip_name(photo: Photo, used: set[str]) -> str:
     stem = f"{photo.event.slug}/{photo.pk}"
     name = f"{stem}.{photo.extension}"
+    suffix = 1
     while name in used:
-        name = f"{stem}-{len(used)}.{photo.extension}"
+        suffix += 1
+        name = f"{stem}-{suffix}.{photo.extension}"
     used.add(name)
     return name
