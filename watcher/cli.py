@@ -1,0 +1,298 @@
+"""The command line: ``python -m watcher DIR --server URL --event SLUG --token TOKEN``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from tqdm import tqdm
+
+from . import __version__
+from . import manifest as m
+from .client import Client, RetryPolicy
+from .manifest import Manifest
+from .pipeline import Watcher
+
+EXIT_OK = 0
+EXIT_UNFINISHED = 1  # something is still pending or failed
+EXIT_FATAL = 2  # bad arguments, or the server refuses the whole run (token, event, URL)
+MAX_LISTED = 50
+
+DESCRIPTION = """\
+Upload the photos of a folder to a FindMe event, exactly once each.
+
+Scans DIR (recursively), uploads every photo (.jpg .jpeg .png .webp .heic .heif; hidden and
+temporary files are skipped), then keeps watching for new ones until Ctrl-C. A file is read
+only once its size and modification time have stayed the same for --settle seconds.
+
+Progress is kept in DIR/.findme-manifest.sqlite3: stop or kill the watcher at any moment and
+start it again; it uploads nothing twice and forgets nothing. A renamed or copied photo is
+recognised by its SHA-256 and not sent again, and the server is asked which photos it already
+has before any bytes are sent.
+
+A file the server refuses (not an image, too large...) is marked rejected with the server's
+reason and not tried again until its bytes change. Network errors, 429 and 5xx answers are
+retried with exponential backoff (honouring Retry-After) for up to --give-up-after seconds;
+the file is then marked failed and tried again on the next rescan or run.
+"""
+
+EPILOG = """\
+exit status:
+  0  nothing is pending or failed (rejected files do not count)
+  1  some files are still pending or failed (stopped early, or the server stayed away)
+  2  bad arguments, or the server refused the run (wrong token, not staff, unknown event)
+
+environment:
+  FINDME_SERVER, FINDME_EVENT, FINDME_TOKEN stand in for --server, --event, --token
+  (a token in the environment stays out of the process list).
+
+example:
+  python -m watcher ~/Pictures/wedding --server https://findme.example.com \\
+      --event smith-wedding --token 0123abcd...
+"""
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, not {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m watcher",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("folder", metavar="DIR", type=Path, help="the folder of photos to upload")
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=os.environ.get("FINDME_SERVER"),
+        help="the FindMe server, e.g. https://findme.example.com (env FINDME_SERVER)",
+    )
+    parser.add_argument(
+        "--event",
+        metavar="SLUG",
+        default=os.environ.get("FINDME_EVENT"),
+        help="the event's slug, as in /api/events/SLUG/ (env FINDME_EVENT)",
+    )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=os.environ.get("FINDME_TOKEN"),
+        help="a staff user's API token (env FINDME_TOKEN)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="scan and upload what is there, then exit (status 0 if nothing is pending or failed)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=positive_int,
+        default=4,
+        help="uploads at the same time (default 4)",
+    )
+    parser.add_argument(
+        "--settle",
+        metavar="SECONDS",
+        type=positive_float,
+        default=1.0,
+        help="how long a file's size and mtime must stay unchanged before it is read (default 1.0)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=positive_float,
+        default=60.0,
+        help="timeout of each HTTP request: connect (at most 10 s), and each read or write"
+        " while the request runs (default 60)",
+    )
+    parser.add_argument(
+        "--max-backoff",
+        metavar="SECONDS",
+        type=positive_float,
+        default=30.0,
+        help="longest wait between retries, unless the server's Retry-After asks for more"
+        " (default 30)",
+    )
+    parser.add_argument(
+        "--give-up-after",
+        metavar="SECONDS",
+        type=positive_float,
+        default=900.0,
+        help="keep retrying a file (or an unreachable server) this long before marking it"
+        " failed (default 900 = 15 minutes); failed files are retried on the next rescan or run",
+    )
+    parser.add_argument(
+        "--rescan",
+        metavar="SECONDS",
+        type=positive_float,
+        default=60.0,
+        help="while watching, scan the whole folder again this often, as a safety net under"
+        " the file system's events and to retry failed files (default 60)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (they go to stderr)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log more (each retry is logged anyway)"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+class TqdmProgress:
+    """Two bars on stderr: files and bytes. Totals grow as the watcher finds files."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._lock = threading.Lock()
+        common = {"disable": not enabled, "dynamic_ncols": True, "leave": True}
+        self.files = tqdm(total=0, desc="files", unit="file", position=0, **common)
+        self.bytes = tqdm(
+            total=0,
+            desc="bytes",
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            position=1,
+            **common,
+        )
+
+    def add(self, files: int, nbytes: int) -> None:
+        with self._lock:
+            self.files.total += files
+            self.bytes.total += nbytes
+            self.files.refresh()
+            self.bytes.refresh()
+
+    def advance(self, files: int, nbytes: int) -> None:
+        with self._lock:
+            if files:
+                self.files.update(files)
+            if nbytes:
+                self.bytes.update(nbytes)
+
+    def close(self) -> None:
+        self.bytes.close()
+        self.files.close()
+
+
+class TqdmHandler(logging.Handler):
+    """Log lines printed above the progress bars instead of through them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never crash the watcher
+            self.handleError(record)
+
+
+def summary_lines(watcher: Watcher, manifest: Manifest, pending: int) -> list[str]:
+    counts = manifest.counts()
+    rejected = manifest.entries(m.REJECTED)
+    failed = manifest.entries(m.FAILED)
+    on_server = counts[m.UPLOADED] + counts[m.DUPLICATE]
+    lines = [
+        f"Summary for event '{manifest.event}', folder {watcher.folder}:",
+        f"  uploaded:   {watcher.totals.uploaded} (this run)",
+        f"  duplicates: {watcher.totals.duplicates} (this run; the server already had them)",
+        f"  rejected:   {len(rejected)}",
+    ]
+    lines += [f"    {e.path}: {e.message}" for e in rejected[:MAX_LISTED]]
+    if len(rejected) > MAX_LISTED:
+        lines.append(f"    ... and {len(rejected) - MAX_LISTED} more (see {manifest.path.name})")
+    lines.append(f"  failed:     {len(failed)}")
+    lines += [f"    {e.path}: {e.message}" for e in failed[:MAX_LISTED]]
+    if len(failed) > MAX_LISTED:
+        lines.append(f"    ... and {len(failed) - MAX_LISTED} more (see {manifest.path.name})")
+    lines.append(f"  pending:    {pending}")
+    lines.append(f"  on the server in all: {on_server}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for option in ("server", "event", "token"):
+        if not getattr(args, option):
+            parser.error(f"--{option} is required (or set FINDME_{option.upper()})")
+    if not args.server.startswith(("http://", "https://")):
+        parser.error("--server must start with http:// or https://")
+    folder: Path = args.folder.expanduser().resolve()
+    if not folder.is_dir():
+        parser.error(f"{folder} is not a folder")
+
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            # Second Ctrl-C: leave now. The manifest is consistent at every instant.
+            os._exit(128 + signum)
+        stop.set()
+        logging.getLogger("watcher").warning(
+            "stopping: finishing the uploads under way (Ctrl-C again to quit at once)"
+        )
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    manifest = Manifest(folder, args.event)
+    client = Client(
+        args.server,
+        args.event,
+        args.token,
+        timeout=args.timeout,
+        connections=args.concurrency,
+        policy=RetryPolicy(cap=args.max_backoff, give_up_after=args.give_up_after),
+        stop=stop,
+    )
+    if not args.once:
+        print(
+            f"Watching {folder} for event '{args.event}' on {args.server}. Ctrl-C stops.",
+            file=sys.stderr,
+        )
+    progress = TqdmProgress(enabled=not args.no_progress)
+    watcher = Watcher(
+        folder,
+        manifest,
+        client,
+        settle=args.settle,
+        concurrency=args.concurrency,
+        rescan_every=args.rescan,
+        progress=progress,
+    )
+    try:
+        watcher.run(once=args.once)
+    finally:
+        progress.close()
+        client.close()
+    pending = len(watcher.pending_names())
+    print("\n".join(summary_lines(watcher, manifest, pending)))
+    failed = manifest.counts()[m.FAILED]
+    manifest.close()
+    if watcher.fatal:
+        print(f"Stopped: {watcher.fatal}", file=sys.stderr)
+        return EXIT_FATAL
+    return EXIT_OK if pending == 0 and failed == 0 else EXIT_UNFINISHED
