@@ -1,0 +1,180 @@
+"""Where a photo's processing time goes: the app's own steps, timed one by one, in-process.
+
+It replays what ``photos.services.photo_process`` does to a photo, without the database:
+``core.imaging.decode_upright`` -> ``resized`` (preview 1600, thumbnail 400) -> ``encode``
+(JPEG preview, WebP thumbnail) -> ``LocalEngine.faces_detect``, split into the HOG detector and
+the per-face descriptors (5-point landmarks + ResNet) by calling the same dlib models.
+
+It also tries variants the app could adopt (a JPEG draft decode; other detection sizes and
+upsampling), reporting time and how many of the composed faces each finds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from core.imaging import decode_upright, encode, resized
+from faces.engines.local import LocalEngine, _load_models
+
+
+def _found(truth: dict, boxes: list[tuple[float, float, float, float]]) -> tuple[int, int]:
+    """(member faces found, member faces), a face found when a box centre falls in it."""
+    found = total = 0
+    for face in truth["faces"]:
+        if not face["member"]:
+            continue
+        total += 1
+        x, y, w, h = face["box"]
+        pad = 0.25 * w
+        for left, top, width, height in boxes:
+            cx, cy = left + width / 2, top + height / 2
+            if x - pad <= cx <= x + w + pad and y - pad <= cy <= y + h + pad:
+                found += 1
+                break
+    return found, total
+
+
+def _detect(pixels: np.ndarray, upsample: int) -> tuple[list, float, float, int]:
+    """dlib detect + descriptors as LocalEngine does: (rects, detect s, descriptors s, faces)."""
+    detector, predictor, encoder = _load_models()
+    t0 = time.perf_counter()
+    rects = list(detector(pixels, upsample))
+    t1 = time.perf_counter()
+    for rect in rects:
+        shape = predictor(pixels, rect)
+        encoder.compute_face_descriptor(pixels, shape)
+    t2 = time.perf_counter()
+    return rects, t1 - t0, t2 - t1, len(rects)
+
+
+def stages(photos: list[tuple[Path, dict]], *, max_side: int = 1600, upsample: int = 1) -> dict:
+    """Per-photo seconds of each step of the app's path, averaged over ``photos``."""
+    _load_models()
+    rows: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "decode_upright",
+            "resize_preview",
+            "resize_thumb",
+            "encode_preview",
+            "encode_thumb",
+            "detect_hog",
+            "descriptors",
+            "faces_detect_total",
+        )
+    }
+    per_face: list[float] = []
+    found = total = 0
+    engine = LocalEngine(threshold=0.5, max_side=max_side, upsample=upsample)
+    for path, truth in photos:
+        t0 = time.perf_counter()
+        with open(path, "rb") as fh:
+            image = decode_upright(fh)
+        t1 = time.perf_counter()
+        preview = resized(image, max_side)
+        t2 = time.perf_counter()
+        thumb = resized(preview, 400)
+        t3 = time.perf_counter()
+        encode(preview, "JPEG", quality=85)
+        t4 = time.perf_counter()
+        encode(thumb, "WEBP", quality=80)
+        t5 = time.perf_counter()
+        rects, detect_s, desc_s, n = _detect(np.asarray(preview), upsample)
+        t6 = time.perf_counter()
+        engine.faces_detect(preview)  # the app's call, whole, for a cross-check
+        t7 = time.perf_counter()
+        for key, value in zip(
+            rows,
+            (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, detect_s, desc_s, t7 - t6),
+            strict=True,
+        ):
+            rows[key].append(value)
+        if n:
+            per_face.append(desc_s / n)
+        scale = image.width / preview.width
+        boxes = [
+            (r.left() * scale, r.top() * scale, r.width() * scale, r.height() * scale)
+            for r in rects
+        ]
+        f, t = _found(truth, boxes)
+        found, total = found + f, total + t
+        del image, preview, thumb
+    out = {k: statistics.mean(v) for k, v in rows.items()}
+    out["per_face_descriptor"] = statistics.mean(per_face) if per_face else 0.0
+    out["app_path_total"] = sum(
+        out[k]
+        for k in (
+            "decode_upright",
+            "resize_preview",
+            "resize_thumb",
+            "encode_preview",
+            "encode_thumb",
+            "faces_detect_total",
+        )
+    )
+    out["faces_found"] = found
+    out["member_faces"] = total
+    out["photos"] = len(photos)
+    return out
+
+
+def decode_variants(photos: list[tuple[Path, dict]], max_side: int = 1600) -> dict:
+    """Full decode (the app: draft to 4000x4000, a no-op at 12 MP) against a JPEG draft that lets
+    libjpeg scale by 1/2 in the DCT (still >= max_side), each followed by the resize to max_side."""
+    full, draft = [], []
+    for path, _ in photos:
+        t0 = time.perf_counter()
+        with open(path, "rb") as fh:
+            resized(decode_upright(fh), max_side)
+        t1 = time.perf_counter()
+        with Image.open(path) as image:
+            image.draft("RGB", (max_side, max_side))  # libjpeg picks a scale >= this size
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+        resized(upright, max_side)
+        t2 = time.perf_counter()
+        full.append(t1 - t0)
+        draft.append(t2 - t1)
+    return {
+        "full_decode_then_resize": statistics.mean(full),
+        "draft_decode_then_resize": statistics.mean(draft),
+    }
+
+
+def detect_variants(photos: list[tuple[Path, dict]], configs: list[tuple[int, int]]) -> list[dict]:
+    """For each (max_side, upsample): detector and descriptor seconds per photo, faces found."""
+    _load_models()
+    decoded = []
+    for path, truth in photos:
+        with open(path, "rb") as fh:
+            decoded.append((decode_upright(fh), truth))
+    out = []
+    for max_side, upsample in configs:
+        detect, desc, found, total = [], [], 0, 0
+        for image, truth in decoded:
+            work = resized(image, max_side)
+            rects, d_s, e_s, _ = _detect(np.asarray(work), upsample)
+            detect.append(d_s)
+            desc.append(e_s)
+            scale = image.width / work.width
+            boxes = [
+                (r.left() * scale, r.top() * scale, r.width() * scale, r.height() * scale)
+                for r in rects
+            ]
+            f, t = _found(truth, boxes)
+            found, total = found + f, total + t
+        out.append(
+            {
+                "max_side": max_side,
+                "upsample": upsample,
+                "detect_s": statistics.mean(detect),
+                "descriptors_s": statistics.mean(desc),
+                "faces_found": found,
+                "member_faces": total,
+            }
+        )
+    return out
