@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-
 from datetime import timedelta
 
 from django.conf import settings
@@ -211,12 +210,14 @@ def member_match_event(*, user_id: int, event_id: int) -> int:
         member = MemberRecord(
             user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref
         )
-        faces = Face.objects.filter(event_id=event_id, engine=engine.name).only(
-            "pk", "photo_id", "descriptor", "engine_face_id"
-        )
-        fresh = engine.member_candidates(
-            event_id=event_id, member=member, faces=_face_records(faces)
-        )
+        # Plain tuples, not model instances: an event can hold 50,000 faces.
+        faces = [
+            FaceRecord(id=pk, photo_id=photo_id, descriptor=descriptor, engine_face_id=engine_id)
+            for pk, photo_id, descriptor, engine_id in Face.objects.filter(
+                event_id=event_id, engine=engine.name
+            ).values_list("pk", "photo_id", "descriptor", "engine_face_id")
+        ]
+        fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
         photo_ids = sorted(
             set(Face.objects.filter(pk__in={c.face_id for c in fresh}).values_list("photo_id", flat=True))
         )

@@ -60,10 +60,15 @@ def descriptors_matrix(blobs: Sequence[bytes]) -> np.ndarray:
 
 
 def distances(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    """Euclidean distance from one descriptor to every row, vectorised."""
+    """Euclidean distance from one descriptor to every row, vectorised.
+
+    |a - b|^2 = |a|^2 - 2 a.b + |b|^2: one matrix-vector product instead of materialising
+    ``matrix - vector`` (25 MB for 50,000 faces).
+    """
     if matrix.shape[0] == 0:
         return np.empty(0, dtype=np.float32)
-    return np.linalg.norm(matrix - vector, axis=1)
+    squared = np.einsum("ij,ij->i", matrix, matrix) - 2.0 * (matrix @ vector) + vector @ vector
+    return np.sqrt(np.maximum(squared, 0.0))
 
 
 class LocalEngine:
