@@ -139,11 +139,18 @@ def inspect(fileobj: IO[bytes], *, max_pixels: int) -> ImageInfo:
     return ImageInfo(content_type=content_type, width=width, height=height, taken_at=taken_at)
 
 
-def decode_upright(fileobj: IO[bytes]) -> Image.Image:
-    """Decode once, apply EXIF orientation and return an RGB image."""
+def decode_upright(fileobj: IO[bytes], *, max_side: int | None = None) -> Image.Image:
+    """Decode once, apply EXIF orientation and return an RGB image.
+
+    With ``max_side``, a JPEG is decoded directly at the smallest power-of-two reduction whose
+    long side is still at least ``max_side`` (libjpeg scales in the DCT domain): a 12 MP photo
+    needed at 1600 px decodes at 2000x1500, several times faster and in a quarter of the memory.
+    """
     fileobj.seek(0)
     with Image.open(fileobj) as image:
-        image.draft("RGB", (4000, 4000))  # JPEG: let libjpeg skip what we never use
+        if max_side is not None and max(image.size) > max_side:
+            scale = max_side / max(image.size)
+            image.draft("RGB", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
         upright = ImageOps.exif_transpose(image)
         return upright.convert("RGB")
 

@@ -195,7 +195,7 @@ def photo_process(*, photo_id: int) -> str:
     photo = Photo.objects.defer("thumb", "preview").get(pk=photo_id)
     try:
         with photo.original.open("rb") as fh:
-            image = decode_upright(fh)
+            image = decode_upright(fh, max_side=PREVIEW_MAX_SIDE)
         preview_image = resized(image, PREVIEW_MAX_SIDE)
         del image
         thumb_image = resized(preview_image, THUMB_MAX_SIDE)
