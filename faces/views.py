@@ -26,6 +26,8 @@ def _selfie_render(
             "error_code": error_code,
             "max_upload_mb": settings.PHOTO_MAX_UPLOAD_MB,
             "has_events": request.user.memberships.exists(),
+            # A refused photo should not cost the member their tick as well.
+            "consent_given": request.method == "POST" and bool(request.POST.get("consent")),
         },
         status=status,
     )
