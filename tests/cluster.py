@@ -62,9 +62,10 @@ def running_cluster(workers: int = 2, **extra_env: str) -> Iterator[subprocess.P
         log.close()
 
 
-def cluster_log(proc: subprocess.Popen) -> str:
+def cluster_log(proc: subprocess.Popen, *, whole: bool = False) -> str:
     with open(proc.log_path, errors="replace") as fh:
-        return fh.read()[-6000:]
+        text = fh.read()
+    return text if whole else text[-6000:]
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, proc=None, what: str = "") -> None:
