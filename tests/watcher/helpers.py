@@ -36,21 +36,12 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def watcher_command(folder: Path, server: str, event: str, token: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "watcher",
-        str(folder),
-        "--server",
-        server,
-        "--event",
-        event,
-        "--token",
-        token,
-        "--no-progress",
-        *extra,
-    ]
+def watcher_command(
+    folder: Path, server: str, event: str, token: str, *extra: str, progress: bool = False
+) -> list[str]:
+    command = [sys.executable, "-m", "watcher", str(folder), "--server", server]
+    command += ["--event", event, "--token", token, *extra]
+    return command if progress else [*command, "--no-progress"]
 
 
 def watcher_env() -> dict[str, str]:

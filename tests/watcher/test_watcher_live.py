@@ -225,10 +225,14 @@ def test_a_rejected_file_is_reported_with_the_reason_and_not_retried(
     reason = direct.json()["error"]
     command = watcher_command(folder, live_server.url, event.slug, token, "--once", "--settle", "0")
 
-    first = run_watcher(*command)
-    assert first.returncode == 0, (
-        first.stdout + first.stderr
-    )  # rejected is an answer, not a failure
+    # The first run shows its progress bars; rejected is an answer, not a failure (status 0).
+    first = run_watcher(
+        *watcher_command(
+            folder, live_server.url, event.slug, token, "--once", "--settle", "0", progress=True
+        )
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "files: 100%" in first.stderr and "3/3" in first.stderr
     rows = manifest_rows(folder)
     assert rows["notes.jpg"][0] == "rejected"
     assert rows["notes.jpg"][3] == f"{reason['code']}: {reason['message']}"
