@@ -61,6 +61,25 @@ class MeApi(APIView):
         )
 
 
+class GalleryPhotoSerializer(PhotoOutputSerializer):
+    """PhotoOutputSerializer's exact output, with the three URLs made from one template each.
+
+    A page of 50 photos otherwise spends about half its serialising time in 150 ``reverse()``
+    and ``build_absolute_uri()`` calls that differ only by the photo id.
+    """
+
+    _SENTINEL = 987654320123456789
+
+    def _url(self, name: str, photo: Photo) -> str:
+        # One serializer instance renders every row of a page (many=True): remember per instance.
+        templates = self.__dict__.setdefault("_url_templates", {})
+        parts = templates.get(name)
+        if parts is None:
+            url = super()._url(name, Photo(pk=self._SENTINEL))
+            parts = templates[name] = url.split(str(self._SENTINEL), 1)
+        return f"{parts[0]}{photo.pk}{parts[1]}"
+
+
 class MyPhotosApi(GenericAPIView):
     """The photos the caller was matched in, newest first, paginated.
 
@@ -69,7 +88,7 @@ class MyPhotosApi(GenericAPIView):
     """
 
     permission_classes = [IsAuthenticated]
-    serializer_class = PhotoOutputSerializer
+    serializer_class = GalleryPhotoSerializer
 
     def _event(self, request: Request) -> Event | None:
         slug = request.query_params.get("event")

@@ -323,3 +323,23 @@ def test_a_new_match_appears_at_once_through_the_real_matching_service(
 
     assert Match.objects.filter(photo=new, user=attendee, rejected=False).exists()
     assert ids(attendee_client.get(URL)) == [new.pk, old.pk]
+
+
+def test_gallery_rows_are_exactly_the_shared_photo_shape(attendee, attendee_client, event):
+    """The gallery's faster serializer must never drift from PhotoOutputSerializer."""
+    from rest_framework.test import APIRequestFactory
+
+    from photos.api_gallery import GalleryPhotoSerializer
+    from photos.serializers import PhotoOutputSerializer
+
+    photos = photos_matched(attendee, event, 3)
+    Photo.objects.filter(pk=photos[0].pk).update(taken_at=timezone.now())
+    rows = list(Photo.objects.filter(pk__in=[p.pk for p in photos]).select_related("event"))
+    request = APIRequestFactory().get(URL, HTTP_HOST="testserver")
+    context = {"request": request}
+
+    fast = GalleryPhotoSerializer(rows, many=True, context=context).data
+    shared = PhotoOutputSerializer(rows, many=True, context=context).data
+
+    assert fast == shared
+    assert fast[0]["preview_url"] == f"http://testserver/api/photos/{rows[0].pk}/preview/"
