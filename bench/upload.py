@@ -36,6 +36,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,6 +214,20 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def server_cpu(proc: subprocess.Popen) -> float:
+    """CPU seconds used so far by gunicorn's master and workers: a figure the load of other
+    processes on the machine inflates far less than wall time."""
+    total = 0.0
+    parent = psutil.Process(proc.pid)
+    for process in [parent, *parent.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def run_watcher(folder: Path, base: str, token: str, slug: str) -> float:
     started = time.perf_counter()
     result = subprocess.run(
@@ -305,13 +320,19 @@ def main() -> int:
     server = server_start(env, port, access_log, args.web_workers, args.web_threads)
     try:
         log("watcher --once ...")
-        cpu = children_cpu()
+        cpu, web = children_cpu(), server_cpu(server)
         watcher_s = run_watcher(run_dir / "photos", base, token, "bench-watcher")
-        log(f"  {watcher_s:.2f} s (the watcher's own CPU: {children_cpu() - cpu:.2f} s)")
+        log(
+            f"  {watcher_s:.2f} s; CPU: the watcher {children_cpu() - cpu:.2f} s,"
+            f" the server {server_cpu(server) - web:.2f} s"
+        )
         log("curl, one file after another ...")
-        cpu = children_cpu()
+        cpu, web = children_cpu(), server_cpu(server)
         curl_s = run_curl(paths, base, token, "bench-curl")
-        log(f"  {curl_s:.2f} s (curl's own CPU: {children_cpu() - cpu:.2f} s)")
+        log(
+            f"  {curl_s:.2f} s; CPU: curl {children_cpu() - cpu:.2f} s,"
+            f" the server {server_cpu(server) - web:.2f} s"
+        )
         counts = {slug: queued_count(base, token, slug) for slug in ("bench-watcher", "bench-curl")}
     finally:
         server_stop(server)
@@ -337,7 +358,8 @@ def main() -> int:
         )
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
-    log(f"{args.count} photos, {total_mb:.0f} MB, {os.cpu_count()} cores")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    log(f"{args.count} photos, {total_mb:.0f} MB, {os.cpu_count()} cores, load average {load}")
     print(
         f"watcher {watcher_s:.1f} s, curl {curl_s:.1f} s, ratio {watcher_s / curl_s:.2f}"
         f" (watcher/curl); {server_p95}"

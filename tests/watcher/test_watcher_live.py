@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from photos.models import Photo
+from watcher.manifest import FILENAME
 
 from .helpers import (
     TcpForwarder,
@@ -74,18 +76,19 @@ def test_a_file_written_in_pieces_is_uploaded_once_and_whole(live_server, event,
     data = jpeg_noise(1, (900, 700))
     pieces = [data[i : i + len(data) // 8 + 1] for i in range(0, len(data), len(data) // 8 + 1)]
     assert len(pieces) >= 8
-    command = watcher_command(folder, live_server.url, event.slug, token, "--settle", "0.6")
+    command = watcher_command(folder, live_server.url, event.slug, token, "--settle", "1.5")
     with recorded_requests() as log:
         proc = start_watcher(*command)
         try:
             wait_until(lambda: manifest_ready(folder), timeout=20, what="the watcher to start")
             target = folder / "IMG_0001.jpg"
-            # A camera's import tool writing slowly: each pause is shorter than --settle.
+            # A camera's import tool writing slowly: each pause (0.3 s) is well under --settle,
+            # so that a busy machine oversleeping a pause does not end the file early.
             with target.open("wb") as fh:
                 for piece in pieces:
                     fh.write(piece)
                     fh.flush()
-                    time.sleep(0.25)
+                    time.sleep(0.3)
             wait_until(
                 lambda: manifest_rows(folder).get("IMG_0001.jpg", ("",))[0] == "uploaded",
                 timeout=20,
@@ -126,6 +129,11 @@ def test_a_kill_midway_then_a_restart_leaves_no_duplicate_and_no_loss(
     time.sleep(0.5)  # an upload whose body was all sent may still finish on the server
     on_server = Photo.objects.filter(event=event).count()
     assert on_server < 20, "the kill came too late to test anything"
+    db = sqlite3.connect(folder / FILENAME)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        db.close()
 
     with recorded_requests() as log:
         result = run_watcher(*command)
