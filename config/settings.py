@@ -283,6 +283,22 @@ REKOGNITION_COLLECTION_PREFIX = env_str("REKOGNITION_COLLECTION_PREFIX", "findme
 # Rekognition similarity (0-100) at or above which a face counts as the member's.
 REKOGNITION_MATCH_THRESHOLD = env_float("REKOGNITION_MATCH_THRESHOLD", 95.0)
 REKOGNITION_PRICE_PER_CALL_USD = env_float("REKOGNITION_PRICE_PER_CALL_USD", 0.001)
+# Matching lag for Rekognition: a photo's faces are searched for the event's members in one
+# batched round at most this long after the photo is stored (plus up to 30 s of django-q2's
+# scheduler tick). Longer batches more photos per search round: fewer billable calls.
+REKOGNITION_MATCH_WINDOW_S = env_int("REKOGNITION_MATCH_WINDOW_S", 60, minimum=1)
+# botocore's adaptive retry mode: retries after a call's first attempt, throttling included.
+REKOGNITION_MAX_RETRIES = env_int("REKOGNITION_MAX_RETRIES", 5, minimum=0)
+# The shared semaphore (core.semaphore): how long a caller waits for a slot before its task fails
+# (and is retried), and how long a Redis slot outlives a holder that died without releasing it.
+SEMAPHORE_WAIT_S = env_float("SEMAPHORE_WAIT_S", 120.0)
+SEMAPHORE_LEASE_S = env_float(
+    "SEMAPHORE_LEASE_S",
+    (AWS_CONNECT_TIMEOUT_S + AWS_READ_TIMEOUT_S) * (REKOGNITION_MAX_RETRIES + 1) + 60,
+)
+SEMAPHORE_FILE_DIR = env_str("SEMAPHORE_FILE_DIR")
+# Local engine: dlib computations at once across the processes sharing the database; 0 = no cap.
+FACE_LOCAL_CONCURRENT = env_int("FACE_LOCAL_CONCURRENT", 0, minimum=0)
 
 # --- Gallery --------------------------------------------------------------------------------------
 MY_PHOTOS_CACHE_SECONDS = env_int("MY_PHOTOS_CACHE_SECONDS", 30, minimum=0)

@@ -86,3 +86,46 @@ class EngineCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.engine}.{self.operation}: {self.count}"
+
+
+class CollectionFace(models.Model):
+    """A vector that Rekognition holds in an event's collection, recorded as soon as IndexFaces
+    returns: before the photo's Face rows are written, so that a rerun, or a crash between
+    indexing and storing, can delete it instead of leaving a duplicate in the collection.
+
+    ``photo_id`` is no foreign key on purpose: the record must outlive a deleted photo until its
+    vectors are deleted too.
+    """
+
+    event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
+    photo_id = models.BigIntegerField()
+    face_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event", "face_id"], name="collectionface_unique"),
+        ]
+        indexes = [models.Index(fields=["photo_id"], name="collectionface_photo")]
+
+    def __str__(self) -> str:
+        return f"{self.face_id} of photo {self.photo_id}"
+
+
+class MemberSearch(models.Model):
+    """How far a member's faces were searched for in an event: every face of the event up to
+    ``faces_through`` (a Face id). A batched re-match searches only members behind the newest
+    face, so each search call is spent once per member and batch."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
+    faces_through = models.BigIntegerField(default=0)
+    searched_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "event"], name="membersearch_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} in event {self.event_id} through face {self.faces_through}"

@@ -15,3 +15,15 @@ def member_match_event(user_id: int, event_id: int) -> int:
 
 def members_sweep() -> int:
     return services.members_sweep()
+
+
+def event_rematch(event_id: int) -> int:
+    return services.event_rematch(event_id=event_id)
+
+
+def events_rematch_sweep() -> int:
+    return services.events_rematch_sweep()
+
+
+def event_forget(event_id: int) -> None:
+    services.event_forget(event_id=event_id)
