@@ -228,11 +228,11 @@ def server_cpu(proc: subprocess.Popen) -> float:
     return total
 
 
-def run_watcher(folder: Path, base: str, token: str, slug: str) -> float:
+def run_watcher(folder: Path, base: str, token: str, slug: str, concurrency: int) -> float:
     started = time.perf_counter()
     result = subprocess.run(
         [PYTHON, "-m", "watcher", str(folder), "--server", base, "--event", slug]
-        + ["--token", token, "--once", "--no-progress"],
+        + ["--token", token, "--once", "--no-progress", "--concurrency", str(concurrency)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -300,6 +300,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100, help="photos (default 100)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--web-threads", type=int, default=4, help="threads each (default 4)")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="the watcher's --concurrency (default 4)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's database and media")
     args = parser.parse_args()
     if not shutil.which("curl"):
@@ -321,7 +324,7 @@ def main() -> int:
     try:
         log("watcher --once ...")
         cpu, web = children_cpu(), server_cpu(server)
-        watcher_s = run_watcher(run_dir / "photos", base, token, "bench-watcher")
+        watcher_s = run_watcher(run_dir / "photos", base, token, "bench-watcher", args.concurrency)
         log(
             f"  {watcher_s:.2f} s; CPU: the watcher {children_cpu() - cpu:.2f} s,"
             f" the server {server_cpu(server) - web:.2f} s"
