@@ -279,3 +279,44 @@ def test_a_renamed_or_copied_photo_is_recognised_by_its_bytes(live_server, event
     assert rows["renamed.jpg"][:2] == ("duplicate", hashes["IMG_0000.jpg"])
     assert rows["backup/copy.JPG"][:2] == ("duplicate", hashes["IMG_0001.jpg"])
     assert Photo.objects.filter(event=event).count() == 2
+
+
+def test_a_wrong_token_stops_the_run_and_rejects_nothing(live_server, event, token, folder):
+    hashes = write_photos(folder, 2)
+    wrong = watcher_command(folder, live_server.url, event.slug, "not-a-token", "--once")
+    result = run_watcher(*wrong, "--settle", "0")
+    # Not the photos' fault: nothing is marked rejected, and the run says why it stopped.
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "401" in result.stderr
+    assert {row[0] for row in manifest_rows(folder).values()} == {"pending"}
+
+    right = watcher_command(folder, live_server.url, event.slug, token, "--once", "--settle", "0")
+    assert run_watcher(*right).returncode == 0
+    assert {name: row[:2] for name, row in manifest_rows(folder).items()} == {
+        name: ("uploaded", sha) for name, sha in hashes.items()
+    }
+
+
+def test_photos_in_a_folder_created_while_watching_are_uploaded(live_server, event, token, folder):
+    proc = start_watcher(
+        *watcher_command(folder, live_server.url, event.slug, token, "--settle", "0.3")
+    )
+    try:
+        wait_until(lambda: manifest_ready(folder), timeout=20, what="the watcher to start")
+        day2 = folder / "day2" / "ceremony"
+        day2.mkdir(parents=True)
+        data = jpeg_noise(9)
+        (day2 / "IMG_0100.jpg").write_bytes(data)
+        (day2 / "IMG_0100.jpg.tmp").write_bytes(jpeg_noise(10))  # a temporary file: skipped
+        wait_until(
+            lambda: manifest_rows(folder).get("day2/ceremony/IMG_0100.jpg", ("",))[0] == "uploaded",
+            timeout=20,
+            what="the upload",
+        )
+    finally:
+        out, err = stop(proc)
+    assert proc.returncode == 0, out + err
+    assert list(Photo.objects.filter(event=event).values_list("sha256", flat=True)) == [
+        sha256_of(data)
+    ]
+    assert set(manifest_rows(folder)) == {"day2/ceremony/IMG_0100.jpg"}
