@@ -12,6 +12,7 @@ This module never imports ``photos``: it is handed ids and images.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -399,8 +400,9 @@ def event_rematch_request(*, event_id: int) -> None:
     transaction.on_commit(lambda: event_rematch_schedule(event_id=event_id))
 
 
-def event_rematch_schedule(*, event_id: int) -> bool:
-    """Schedule one round ``window`` seconds from now, unless one is already scheduled.
+def event_rematch_schedule(*, event_id: int, delay_s: float | None = None) -> bool:
+    """Schedule one round ``window`` seconds from now (or ``delay_s``), unless one is already
+    scheduled.
 
     ``cache.add`` is atomic in the shared cache, so of any number of workers storing photos at
     once exactly one schedules the round. The key lives as long as the window; the round deletes
@@ -418,7 +420,7 @@ def event_rematch_schedule(*, event_id: int) -> bool:
             "faces.tasks.event_rematch",
             event_id,
             schedule_type=Schedule.ONCE,
-            next_run=timezone.now() + timedelta(seconds=window),
+            next_run=timezone.now() + timedelta(seconds=window if delay_s is None else delay_s),
         )
     except Exception:
         cache.delete(key)  # no round is coming: let the next photo try again
@@ -449,7 +451,8 @@ def event_rematch(*, event_id: int) -> int:
     # From here on a newly stored photo schedules the next round: it may be missed by this one.
     cache.delete(_rematch_key(event_id))
     running = f"faces:rematch:{event_id}:running"
-    if not cache.add(running, 1, timeout=settings.SEMAPHORE_LEASE_S):
+    # As long as django-q2 lets a task live: a killed round's mark must not outlast it by much.
+    if not cache.add(running, 1, timeout=settings.PHOTO_TASK_TIMEOUT + 60):
         # Another round is running now with an older view of the faces: come back later.
         event_rematch_schedule(event_id=event_id)
         return 0
@@ -471,7 +474,12 @@ def event_rematch(*, event_id: int) -> int:
             (m for m in _member_records(event_id) if searched.get(m.user_id, 0) < newest),
             key=lambda m: m.user_id,
         )
-        for member in behind:
+        # Stop well inside the task's timeout; the members left are the next round's, at once.
+        budget_ends = time.monotonic() + settings.PHOTO_TASK_TIMEOUT / 2
+        for searched_count, member in enumerate(behind):
+            if time.monotonic() > budget_ends:
+                event_rematch_schedule(event_id=event_id, delay_s=0)
+                return searched_count
             # The search runs outside any transaction or lock: it is a network call.
             fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
             _member_merge(user_id=member.user_id, event_id=event_id, fresh=fresh, through=newest)

@@ -7,6 +7,7 @@ face_recognition then calls quit() (the process exits 0 with no message).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import threading
@@ -71,6 +72,26 @@ def distances(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
+def _capped() -> contextlib.AbstractContextManager:
+    """FACE_LOCAL_CONCURRENT > 0: at most that many dlib computations at once across the
+    processes sharing the database (each holds ~270 MB at its peak); 0: no cap, no lock."""
+    from django.conf import settings
+
+    cap = getattr(settings, "FACE_LOCAL_CONCURRENT", 0)
+    if not cap:
+        return contextlib.nullcontext()
+    from core.semaphore import semaphore
+
+    return semaphore("face-local", cap)
+
+
+def _count(operation: str) -> None:
+    """Counted like the paid engine's calls, so staff stats (and tests) see the work done."""
+    from faces.services import engine_calls_count
+
+    engine_calls_count(engine="local", operation=operation)
+
+
 class LocalEngine:
     name = "local"
 
@@ -81,7 +102,6 @@ class LocalEngine:
 
     # --- detection ---------------------------------------------------------------------------
     def faces_detect(self, image: Image.Image) -> list[DetectedFace]:
-        detector, predictor, encoder = _load_models()
         work = image if image.mode == "RGB" else image.convert("RGB")
         scale = 1.0
         if max(work.size) > self.max_side:
@@ -92,6 +112,14 @@ class LocalEngine:
             )
         pixels = np.asarray(work)
         width, height = work.size
+        with _capped():
+            found = self._faces_find(pixels, width, height)
+        # Reading order, so that a face's index is stable across runs.
+        found.sort(key=lambda f: (round(f.top, 2), f.left))
+        return found
+
+    def _faces_find(self, pixels: np.ndarray, width: int, height: int) -> list[DetectedFace]:
+        detector, predictor, encoder = _load_models()
         found: list[DetectedFace] = []
         for rect in detector(pixels, self.upsample):
             left, top = max(rect.left(), 0), max(rect.top(), 0)
@@ -109,17 +137,18 @@ class LocalEngine:
                     descriptor=vector.tobytes(),
                 )
             )
-        # Reading order, so that a face's index is stable across runs.
-        found.sort(key=lambda f: (round(f.top, 2), f.left))
         return found
 
     def photo_index(self, *, event_id: int, photo_id: int, image: Image.Image) -> list[DetectedFace]:  # noqa: ARG002
-        return self.faces_detect(image)
+        found = self.faces_detect(image)
+        _count("photo_index")
+        return found
 
     def member_enroll(
         self, *, user_id: int, event_ids: Sequence[int], image: Image.Image  # noqa: ARG002
     ) -> Enrollment:
         faces = self.faces_detect(image)
+        _count("member_enroll")
         if len(faces) != 1:
             raise EngineError(f"The selfie must show exactly one face; {len(faces)} were found.")
         return Enrollment(descriptor=faces[0].descriptor, engine_ref="")

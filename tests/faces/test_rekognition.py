@@ -16,6 +16,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import Sum
+from django.utils import timezone
 from django_q.models import Schedule
 from PIL import Image
 
@@ -479,3 +480,22 @@ def test_sweep_schedules_a_round_only_for_events_with_members_behind(
     assert faces_tasks.events_rematch_sweep() == 1
     assert faces_tasks.events_rematch_sweep() == 0  # already scheduled within the window
     assert Schedule.objects.filter(func="faces.tasks.event_rematch").count() == 1
+
+
+def test_a_round_past_its_time_budget_leaves_the_rest_to_an_immediate_next_round(
+    engine, stub, event, django_user_model, settings
+):
+    photo = photo_new(event, 1)
+    first_photo_stubs(stub, event, photo, [face_id()])
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    ann = member_new(django_user_model, event, "ann")
+    selfie_give(ann)
+    Selfie.objects.filter(user=ann).update(
+        status=Selfie.Status.INDEXED, indexed_at=photo.created_at
+    )
+    settings.PHOTO_TASK_TIMEOUT = -2  # a budget already spent
+    assert faces_tasks.event_rematch(event.pk) == 0
+    nxt = Schedule.objects.get(func="faces.tasks.event_rematch")
+    assert nxt.next_run <= timezone.now()  # due at once, not a window later
+    stub.assert_no_pending_responses()
+    assert not MemberSearch.objects.filter(user=ann).exists()
