@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         args.event,
         args.token,
         timeout=args.timeout,
-        connections=args.concurrency,
+        # One more than the uploads: the check request never queues behind four slow bodies.
+        connections=args.concurrency + 1,
         policy=RetryPolicy(cap=args.max_backoff, give_up_after=args.give_up_after),
         stop=stop,
     )
