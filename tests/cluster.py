@@ -51,13 +51,15 @@ def running_cluster(workers: int = 2, **extra_env: str) -> Iterator[subprocess.P
     try:
         yield proc
     finally:
+        # The cluster's main process stops its workers itself; a SIGTERM to every process of
+        # the group at once leaves it waiting forever for children that already died.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything left behind
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
         log.close()
 
