@@ -97,17 +97,9 @@ class MyPhotosApi(GenericAPIView):
         return selectors.event_get_for_member(slug=slug, user=request.user)
 
     def get(self, request: Request) -> HttpResponse:
-        params = request.query_params
-        # Everything the rendered bytes depend on; the absolute URLs carry scheme and host.
-        variant = "|".join(
-            [
-                request.scheme,
-                request.get_host(),
-                params.get("event", ""),
-                params.get("page", ""),
-                params.get("page_size", ""),
-            ]
-        )
+        # Everything the rendered bytes depend on: the query (next/previous links repeat it
+        # whole), and scheme and host, which the absolute URLs carry.
+        variant = f"{request.scheme}://{request.get_host()}{request.get_full_path()}"
 
         def build() -> bytes:
             # Inside the miss: the event check is cached with the page it allowed.
