@@ -148,6 +148,10 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            # Keep connections open: closing the last connection of a WAL database forces a
+            # checkpoint (~18 ms), and django-q2's ORM broker closes old connections on every
+            # enqueue, i.e. in the middle of each upload.
+            "CONN_MAX_AGE": env_int("SQLITE_CONN_MAX_AGE", 60, minimum=0),
             "OPTIONS": {
                 # Several worker processes write to one file: wait for the lock instead of
                 # failing, take the write lock up front, and let readers run beside a writer.
@@ -179,6 +183,8 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "findme_cache",
+            # Django's default (300 entries) would evict galleries constantly.
+            "OPTIONS": {"MAX_ENTRIES": env_int("DB_CACHE_MAX_ENTRIES", 20_000, minimum=100)},
         }
     }
 

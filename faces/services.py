@@ -113,6 +113,15 @@ def _matches_replace(*, photo_ids: Sequence[int], candidates: Sequence[Candidate
     return len(assigned)
 
 
+def photos_viewers_refresh(*, photo_ids: Iterable[int]) -> None:
+    """The photos changed in a way their viewers must see at once (rescanned, deleted)."""
+    _galleries_changed(
+        Match.objects.filter(photo_id__in=list(photo_ids), rejected=False).values_list(
+            "user_id", flat=True
+        )
+    )
+
+
 def _galleries_changed(user_ids: Iterable[int]) -> None:
     """After commit, make these users' cached galleries stale at once."""
     user_ids = set(user_ids)

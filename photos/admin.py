@@ -44,6 +44,12 @@ class PhotoAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Photo]:
         return super().get_queryset(request).defer("thumb", "preview")
 
+    def delete_model(self, request: HttpRequest, obj: Photo) -> None:
+        services.photos_delete(photo_ids=[obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:
+        services.photos_delete(photo_ids=list(queryset.values_list("pk", flat=True)))
+
     @admin.action(description="Scan the selected photos again")
     def reprocess(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:
         count = sum(services.photo_reprocess(photo_id=pk) for pk in queryset.values_list("pk", flat=True))

@@ -258,8 +258,22 @@ def photo_reprocess(*, photo_id: int) -> bool:
             pk=photo_id, status__in=[Photo.Status.DONE, Photo.Status.FAILED]
         ).update(status=Photo.Status.QUEUED, attempts=0, error="", updated_at=timezone.now())
         if updated:
+            # It leaves the galleries until it is done again: they must not wait for the cache.
+            faces_services.photos_viewers_refresh(photo_ids=[photo_id])
             transaction.on_commit(lambda: async_task(PHOTO_TASK, photo_id))
     return bool(updated)
+
+
+def photos_delete(*, photo_ids: list[int]) -> int:
+    """Delete photos with their files; their viewers' galleries refresh at once."""
+    with transaction.atomic():
+        faces_services.photos_viewers_refresh(photo_ids=photo_ids)
+        photos = list(Photo.objects.filter(pk__in=photo_ids).only("pk", "original"))
+        names = [(p.original.storage, p.original.name) for p in photos]
+        Photo.objects.filter(pk__in=photo_ids).delete()
+        for storage, name in names:
+            transaction.on_commit(lambda s=storage, n=name: s.delete(n))
+    return len(photos)
 
 
 def photos_sweep() -> int:

@@ -66,15 +66,59 @@ def test_queue_page_is_for_staff_only(client, attendee):
     assert answer.status_code == 302 and "/admin/login/" in answer["Location"]
 
 
-def test_reprocess_action_queues_failed_photos_again(client, superuser, event):
+def test_reprocess_action_queues_photos_again_and_refreshes_galleries(
+    client, superuser, event, attendee, django_capture_on_commit_callbacks
+):
+    from core.generations import user_generation
+    from faces.models import Match
+
+    failed, done = (
+        photo_ingest(
+            event=event, upload=SimpleUploadedFile(f"{i}.jpg", jpeg_bytes(colour=(i, 0, 0))),
+            uploaded_by=superuser,
+        ).photo
+        for i in (1, 2)
+    )
+    Photo.objects.filter(pk=failed.pk).update(status=Photo.Status.FAILED, attempts=3, error="x")
+    Photo.objects.filter(pk=done.pk).update(status=Photo.Status.DONE, attempts=1)
+    Match.objects.create(photo=done, event=event, user=attendee, distance=0.3)
+    generation = user_generation(attendee.pk)
+    client.force_login(superuser)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(
+            "/admin/photos/photo/",
+            {"action": "reprocess", "_selected_action": [failed.pk, done.pk]},
+        )
+    assert answer.status_code == 302
+    for photo in (failed, done):
+        photo.refresh_from_db()
+        assert (photo.status, photo.attempts, photo.error) == (Photo.Status.QUEUED, 0, "")
+    # The rescanned photo leaves the attendee's gallery now, not when the cache expires.
+    assert user_generation(attendee.pk) != generation
+
+
+def test_deleting_photos_in_the_admin_removes_files_and_refreshes_galleries(
+    client, superuser, event, attendee, django_capture_on_commit_callbacks
+):
+    from pathlib import Path
+
+    from core.generations import user_generation
+    from faces.models import Match
+
     photo = photo_ingest(
         event=event, upload=SimpleUploadedFile("a.jpg", jpeg_bytes()), uploaded_by=superuser
     ).photo
-    Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.FAILED, attempts=3, error="x")
+    Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.DONE)
+    Match.objects.create(photo=photo, event=event, user=attendee, distance=0.3)
+    path = Path(photo.original.path)
+    generation = user_generation(attendee.pk)
     client.force_login(superuser)
-    answer = client.post(
-        "/admin/photos/photo/", {"action": "reprocess", "_selected_action": [photo.pk]}
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(
+            "/admin/photos/photo/",
+            {"action": "delete_selected", "_selected_action": [photo.pk], "post": "yes"},
+        )
     assert answer.status_code == 302
-    photo.refresh_from_db()
-    assert (photo.status, photo.attempts, photo.error) == (Photo.Status.QUEUED, 0, "")
+    assert not Photo.objects.exists() and not Match.objects.exists()
+    assert not path.exists()
+    assert user_generation(attendee.pk) != generation
