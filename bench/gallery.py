@@ -137,7 +137,7 @@ def populate(n_photos: int, n_members: int, my_matches: int) -> int:
 
     from accounts.models import User
     from faces.models import Match
-    from photos.models import Event, Membership, Photo
+    from photos.models import Event, Membership, Photo, Rendition
 
     rng = random.Random(5)  # noqa: S311 - reproducible data, not security
     n_events = 20
@@ -164,8 +164,6 @@ def populate(n_photos: int, n_members: int, my_matches: int) -> int:
                     size=4_000_000,
                     width=4000,
                     height=3000,
-                    thumb=thumb,
-                    preview=preview,
                     thumb_width=400,
                     thumb_height=300,
                     placeholder="#788ca0",
@@ -173,6 +171,13 @@ def populate(n_photos: int, n_members: int, my_matches: int) -> int:
                     face_count=3,
                 )
                 for i in range(n_photos)
+            ),
+            batch_size=2000,
+        )
+        Rendition.objects.bulk_create(
+            (
+                Rendition(photo_id=pk, thumb=thumb, preview=preview)
+                for pk in Photo.objects.values_list("pk", flat=True)
             ),
             batch_size=2000,
         )
@@ -324,10 +329,10 @@ def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     me_id = populate(args.photos, args.members, args.matches)
     if args.real_binaries:
-        from photos.models import Photo
+        from photos.models import Photo, Rendition
 
         mine = Photo.objects.filter(matches__user_id=me_id).values_list("pk", flat=True)
-        Photo.objects.filter(pk__in=list(mine)).update(
+        Rendition.objects.filter(photo_id__in=list(mine)).update(
             thumb=os.urandom(30_000), preview=os.urandom(300_000)
         )
         log("the measured member's 500 photos carry a 30 KB thumbnail and a 300 KB preview")

@@ -97,7 +97,7 @@ def populate(n: int) -> int:
 
     from accounts.models import User
     from faces.models import Match
-    from photos.models import Event, Membership, Photo
+    from photos.models import Event, Membership, Photo, Rendition
 
     event = Event.objects.create(name="Garden party", slug="garden-party")
     me = User.objects.create(username="guest", password=make_password(None))
@@ -112,8 +112,6 @@ def populate(n: int) -> int:
                 size=4_000_000,
                 width=4000,
                 height=3000,
-                thumb=thumbnail(i),
-                preview=b"",
                 thumb_width=400,
                 thumb_height=300,
                 placeholder="#8899aa",
@@ -122,6 +120,9 @@ def populate(n: int) -> int:
             )
             for i in range(n)
         ]
+    )
+    Rendition.objects.bulk_create(
+        [Rendition(photo=p, thumb=thumbnail(i), preview=b"") for i, p in enumerate(photos)]
     )
     Match.objects.bulk_create([Match(photo=p, event=event, user=me, distance=0.4) for p in photos])
     return me.pk

@@ -41,9 +41,6 @@ class PhotoAdmin(admin.ModelAdmin):
     raw_id_fields = ("event", "uploaded_by")
     actions = ["reprocess"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Photo]:
-        return super().get_queryset(request).defer("thumb", "preview")
-
     def delete_model(self, request: HttpRequest, obj: Photo) -> None:
         services.photos_delete(photo_ids=[obj.pk])
 

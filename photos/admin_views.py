@@ -16,7 +16,6 @@ def queue_dashboard(request: HttpRequest) -> HttpResponse:
         "title": "Queue statistics",
         "stats": queue_stats(),
         "failed": Photo.objects.filter(status=Photo.Status.FAILED)
-        .defer("thumb", "preview")
         .select_related("event")
         .order_by("-updated_at")[:20],
     }

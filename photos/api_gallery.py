@@ -134,7 +134,8 @@ class _PhotoBytesApi(APIView):
         return response
 
     def body(self, photo: Photo) -> HttpResponse:
-        data = getattr(photo, self.binary_field)
+        # A photo not processed yet has no renditions row.
+        data = getattr(getattr(photo, "rendition", None), self.binary_field, None)
         if not data:
             raise NotFound("This photo has not been processed yet; try again in a moment.")
         data = bytes(data)

@@ -9,7 +9,7 @@ from core.errors import NotFound
 
 from .models import Event, Photo
 
-BINARY_FIELDS = ("thumb", "preview")
+RENDITIONS = ("thumb", "preview")
 
 
 def event_get(*, slug: str) -> Event:
@@ -37,7 +37,7 @@ def event_photo_counts(*, event: Event) -> dict[str, int]:
 
 
 def photo_list_for_event(*, event: Event, status: str | None = None) -> QuerySet[Photo]:
-    qs = Photo.objects.filter(event=event).defer(*BINARY_FIELDS).select_related("event")
+    qs = Photo.objects.filter(event=event).select_related("event")
     if status:
         qs = qs.filter(status=status)
     return qs.order_by("-created_at", "-id")
@@ -49,7 +49,6 @@ def photo_list_for_user(*, user: User, event: Event | None = None) -> QuerySet[P
         Photo.objects.filter(
             status=Photo.Status.DONE, matches__user=user, matches__rejected=False
         )
-        .defer(*BINARY_FIELDS)
         .select_related("event")
     )
     if event is not None:
@@ -67,10 +66,13 @@ def photo_get_visible(*, photo_id: int, user: User, fields: tuple[str, ...] = ()
         if not user.is_authenticated:
             raise NotFound("No photo here.")
         qs = qs.filter(Q(matches__user=user) & Q(matches__rejected=False))
-    if fields:
-        qs = qs.only("pk", "sha256", "content_type", "original", "original_name", *fields)
-    else:
-        qs = qs.defer(*BINARY_FIELDS)
+    wanted = [f for f in fields if f in RENDITIONS]
+    if wanted:
+        # Only the one binary this answer needs, from the renditions table.
+        qs = qs.select_related("rendition").only(
+            "pk", "sha256", "content_type", "original", "original_name",
+            *(f"rendition__{f}" for f in wanted),
+        )
     photo = qs.first()
     if photo is None:
         raise NotFound("No photo here.")

@@ -20,7 +20,7 @@ from core.errors import ApplicationError, NotFound
 from core.imaging import ImageRejected, average_colour, decode_upright, encode, inspect, resized
 from faces import services as faces_services
 
-from .models import Event, Membership, Photo
+from .models import Event, Membership, Photo, Rendition
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class IngestResult:
 
 
 def _photo_existing(event: Event, sha256: str) -> Photo | None:
-    return Photo.objects.defer("thumb", "preview").filter(event=event, sha256=sha256).first()
+    return Photo.objects.filter(event=event, sha256=sha256).first()
 
 
 def queue_is_full() -> bool:
@@ -192,7 +192,7 @@ def photo_process(*, photo_id: int) -> str:
     )
     if not claimed:
         return "skipped"
-    photo = Photo.objects.defer("thumb", "preview").get(pk=photo_id)
+    photo = Photo.objects.get(pk=photo_id)
     try:
         with photo.original.open("rb") as fh:
             image = decode_upright(fh, max_side=PREVIEW_MAX_SIDE)
@@ -210,8 +210,6 @@ def photo_process(*, photo_id: int) -> str:
             )
             finished = Photo.objects.filter(pk=photo.pk, status=Photo.Status.PROCESSING).update(
                 status=Photo.Status.DONE,
-                thumb=thumb,
-                preview=preview,
                 thumb_width=thumb_image.width,
                 thumb_height=thumb_image.height,
                 width=preview_image.width if not photo.width else photo.width,
@@ -226,6 +224,9 @@ def photo_process(*, photo_id: int) -> str:
                 # Swept back to the queue meanwhile: leave the row to the newer run.
                 transaction.set_rollback(True)
                 return "skipped"
+            Rendition.objects.update_or_create(
+                photo_id=photo.pk, defaults={"thumb": thumb, "preview": preview}
+            )
         return Photo.Status.DONE
     except Exception as exc:
         return _photo_failed(photo, exc)

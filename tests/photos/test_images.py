@@ -13,7 +13,7 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from faces.models import Match
-from photos.models import Photo
+from photos.models import Photo, Rendition
 from photos.services import photo_ingest, photo_process
 
 pytestmark = pytest.mark.django_db
@@ -57,11 +57,10 @@ def photo(event) -> Photo:
         width=800,
         height=600,
         status=Photo.Status.DONE,
-        thumb=THUMB,
-        preview=PREVIEW,
     )
     photo.original.save("ignored.jpg", ContentFile(ORIGINAL), save=False)
     photo.save()
+    Rendition.objects.create(photo=photo, thumb=THUMB, preview=PREVIEW)
     return photo
 
 
@@ -134,7 +133,7 @@ def test_staff_see_every_photo(variant, photo, staff_client):
 
 
 def test_unprocessed_photo_has_no_thumbnail_yet(photo, matched, attendee_client):
-    Photo.objects.filter(pk=photo.pk).update(thumb=None)
+    Rendition.objects.filter(photo=photo).delete()
     assert_not_found(attendee_client.get(url(photo, "thumb")))
 
 
@@ -197,9 +196,9 @@ def test_reads_only_the_binary_column_it_serves(
     selects = [q["sql"] for q in ctx.captured_queries if 'FROM "photos_photo"' in q["sql"]]
     assert len(selects) == 1
     for column in wanted:
-        assert f'"photos_photo"."{column}"' in selects[0]
+        assert f'"photos_rendition"."{column}"' in selects[0]
     for column in unwanted:
-        assert f'"photos_photo"."{column}"' not in selects[0]
+        assert f'"photos_rendition"."{column}"' not in selects[0]
 
 
 # --- no location leaves the server -------------------------------------------------------------

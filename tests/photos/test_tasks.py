@@ -45,8 +45,8 @@ def test_processing_writes_thumb_and_preview_without_metadata(event, staff_user)
     assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
     photo.refresh_from_db()
     assert photo.status == Photo.Status.DONE and photo.attempts == 1 and photo.face_count == 0
-    thumb = Image.open(io.BytesIO(bytes(photo.thumb)))
-    preview = Image.open(io.BytesIO(bytes(photo.preview)))
+    thumb = Image.open(io.BytesIO(bytes(photo.rendition.thumb)))
+    preview = Image.open(io.BytesIO(bytes(photo.rendition.preview)))
     assert thumb.format == "WEBP" and max(thumb.size) == 400
     assert preview.format == "JPEG" and max(preview.size) == 1600
     assert (photo.thumb_width, photo.thumb_height) == thumb.size
