@@ -42,14 +42,23 @@ def _found(truth: dict, boxes: list[tuple[float, float, float, float]]) -> tuple
 def _detect(pixels: np.ndarray, upsample: int) -> tuple[list, float, float, int]:
     """dlib detect + descriptors as LocalEngine does: (rects, detect s, descriptors s, faces)."""
     detector, predictor, encoder = _load_models()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rects = list(detector(pixels, upsample))
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     for rect in rects:
         shape = predictor(pixels, rect)
         encoder.compute_face_descriptor(pixels, shape)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
+    _cpu.update(detect=c1 - c0, descriptors=c2 - c1)
     return rects, t1 - t0, t2 - t1, len(rects)
+
+
+# CPU seconds of the last _detect call: on a shared machine, CPU time is the steadier figure.
+_cpu: dict[str, float] = {}
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
 def stages(photos: list[tuple[Path, dict]], *, max_side: int = 1600, upsample: int = 1) -> dict:
@@ -68,32 +77,35 @@ def stages(photos: list[tuple[Path, dict]], *, max_side: int = 1600, upsample: i
             "faces_detect_total",
         )
     }
+    cpu_rows: dict[str, list[float]] = {k: [] for k in rows}
     per_face: list[float] = []
     found = total = 0
     engine = LocalEngine(threshold=0.5, max_side=max_side, upsample=upsample)
     for path, truth in photos:
-        t0 = time.perf_counter()
+        marks = [_clock()]
         with open(path, "rb") as fh:
             image = decode_upright(fh)
-        t1 = time.perf_counter()
+        marks.append(_clock())
         preview = resized(image, max_side)
-        t2 = time.perf_counter()
+        marks.append(_clock())
         thumb = resized(preview, 400)
-        t3 = time.perf_counter()
+        marks.append(_clock())
         encode(preview, "JPEG", quality=85)
-        t4 = time.perf_counter()
+        marks.append(_clock())
         encode(thumb, "WEBP", quality=80)
-        t5 = time.perf_counter()
+        marks.append(_clock())
         rects, detect_s, desc_s, n = _detect(np.asarray(preview), upsample)
-        t6 = time.perf_counter()
+        detect_cpu, desc_cpu = _cpu["detect"], _cpu["descriptors"]
+        marks.append(_clock())
         engine.faces_detect(preview)  # the app's call, whole, for a cross-check
-        t7 = time.perf_counter()
-        for key, value in zip(
-            rows,
-            (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, detect_s, desc_s, t7 - t6),
-            strict=True,
-        ):
-            rows[key].append(value)
+        marks.append(_clock())
+        steps = [b[0] - a[0] for a, b in zip(marks, marks[1:], strict=False)]
+        cpu_steps = [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)]
+        walls = (*steps[:5], detect_s, desc_s, steps[6])
+        cpus = (*cpu_steps[:5], detect_cpu, desc_cpu, cpu_steps[6])
+        for key, wall, cpu in zip(rows, walls, cpus, strict=True):
+            rows[key].append(wall)
+            cpu_rows[key].append(cpu)
         if n:
             per_face.append(desc_s / n)
         scale = image.width / preview.width
@@ -105,6 +117,18 @@ def stages(photos: list[tuple[Path, dict]], *, max_side: int = 1600, upsample: i
         found, total = found + f, total + t
         del image, preview, thumb
     out = {k: statistics.mean(v) for k, v in rows.items()}
+    out["cpu"] = {k: statistics.mean(v) for k, v in cpu_rows.items()}
+    out["cpu"]["app_path_total"] = sum(
+        out["cpu"][k]
+        for k in (
+            "decode_upright",
+            "resize_preview",
+            "resize_thumb",
+            "encode_preview",
+            "encode_thumb",
+            "faces_detect_total",
+        )
+    )
     out["per_face_descriptor"] = statistics.mean(per_face) if per_face else 0.0
     out["app_path_total"] = sum(
         out[k]
@@ -126,22 +150,26 @@ def stages(photos: list[tuple[Path, dict]], *, max_side: int = 1600, upsample: i
 def decode_variants(photos: list[tuple[Path, dict]], max_side: int = 1600) -> dict:
     """Full decode (the app: draft to 4000x4000, a no-op at 12 MP) against a JPEG draft that lets
     libjpeg scale by 1/2 in the DCT (still >= max_side), each followed by the resize to max_side."""
-    full, draft = [], []
+    full, draft, full_cpu, draft_cpu = [], [], [], []
     for path, _ in photos:
-        t0 = time.perf_counter()
+        a = _clock()
         with open(path, "rb") as fh:
             resized(decode_upright(fh), max_side)
-        t1 = time.perf_counter()
+        b = _clock()
         with Image.open(path) as image:
             image.draft("RGB", (max_side, max_side))  # libjpeg picks a scale >= this size
             upright = ImageOps.exif_transpose(image).convert("RGB")
         resized(upright, max_side)
-        t2 = time.perf_counter()
-        full.append(t1 - t0)
-        draft.append(t2 - t1)
+        c = _clock()
+        full.append(b[0] - a[0])
+        draft.append(c[0] - b[0])
+        full_cpu.append(b[1] - a[1])
+        draft_cpu.append(c[1] - b[1])
     return {
         "full_decode_then_resize": statistics.mean(full),
         "draft_decode_then_resize": statistics.mean(draft),
+        "cpu_full_decode_then_resize": statistics.mean(full_cpu),
+        "cpu_draft_decode_then_resize": statistics.mean(draft_cpu),
     }
 
 
@@ -154,12 +182,14 @@ def detect_variants(photos: list[tuple[Path, dict]], configs: list[tuple[int, in
             decoded.append((decode_upright(fh), truth))
     out = []
     for max_side, upsample in configs:
-        detect, desc, found, total = [], [], 0, 0
+        detect, desc, detect_cpu, desc_cpu, found, total = [], [], [], [], 0, 0
         for image, truth in decoded:
             work = resized(image, max_side)
             rects, d_s, e_s, _ = _detect(np.asarray(work), upsample)
             detect.append(d_s)
             desc.append(e_s)
+            detect_cpu.append(_cpu["detect"])
+            desc_cpu.append(_cpu["descriptors"])
             scale = image.width / work.width
             boxes = [
                 (r.left() * scale, r.top() * scale, r.width() * scale, r.height() * scale)
@@ -173,6 +203,8 @@ def detect_variants(photos: list[tuple[Path, dict]], configs: list[tuple[int, in
                 "upsample": upsample,
                 "detect_s": statistics.mean(detect),
                 "descriptors_s": statistics.mean(desc),
+                "detect_cpu_s": statistics.mean(detect_cpu),
+                "descriptors_cpu_s": statistics.mean(desc_cpu),
                 "faces_found": found,
                 "member_faces": total,
             }
