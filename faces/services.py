@@ -375,7 +375,10 @@ def selfie_register(*, user, upload, consent: str) -> tuple[Selfie, int]:
         image = decode_upright(upload)
     except ImageRejected as exc:
         raise ApplicationError(exc.message, code=exc.code) from None
-    faces = engine_get().faces_detect(image)
+    # Counting the faces of a selfie is done offline by dlib whatever the engine: it is free,
+    # puts no network call in the request, and sends nothing to a cloud service for a selfie
+    # that is then refused.
+    faces = engine_get("local").faces_detect(image)
     if not faces:
         raise ApplicationError(
             "No face was found. Use a well-lit photo of your face, looking at the camera.",

@@ -28,8 +28,9 @@ def engine_build(name: str) -> FaceEngine:
     raise ValueError(f"unknown face engine {name!r}")
 
 
-def engine_get() -> FaceEngine:
-    name = settings.FACE_ENGINE
+def engine_get(name: str | None = None) -> FaceEngine:
+    """This process's engine: ``settings.FACE_ENGINE`` unless a name is given."""
+    name = name or settings.FACE_ENGINE
     engine = _engines.get(name)
     if engine is None:
         with _lock:

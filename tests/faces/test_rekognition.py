@@ -499,3 +499,18 @@ def test_a_round_past_its_time_budget_leaves_the_rest_to_an_immediate_next_round
     assert nxt.next_run <= timezone.now()  # due at once, not a window later
     stub.assert_no_pending_responses()
     assert not MemberSearch.objects.filter(user=ann).exists()
+
+
+@pytest.mark.faces
+def test_selfie_check_makes_no_aws_call(stub, attendee_client, attendee, faces_dir):
+    # The stubber holds no response: any Rekognition call would fail the request.
+    data = (faces_dir / "people/kit_harington/kit_1.jpg").read_bytes()
+    answer = attendee_client.put(
+        "/api/me/selfie/",
+        {"file": SimpleUploadedFile("me.jpg", data, content_type="image/jpeg"), "consent": "true"},
+        format="multipart",
+    )
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["faces_found"] == 1
+    stub.assert_no_pending_responses()
+    assert not EngineCall.objects.filter(engine="rekognition").exists()
