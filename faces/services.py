@@ -210,37 +210,30 @@ def member_match_event(*, user_id: int, event_id: int) -> int:
     moves to the new member only when they are nearer than its present owner.
     """
     engine = engine_get()
-    with transaction.atomic():
-        _event_lock(event_id)
-        selfie = (
-            Selfie.objects.filter(user_id=user_id, status=Selfie.Status.INDEXED)
-            .only("user_id", "descriptor", "engine_ref")
-            .first()
-        )
-        if selfie is None or not Membership.objects.filter(user_id=user_id, event_id=event_id).exists():
-            return 0
-        member = MemberRecord(
-            user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref
-        )
-        # Plain tuples, not model instances: an event can hold 50,000 faces.
-        faces = [
-            FaceRecord(id=pk, photo_id=photo_id, descriptor=descriptor, engine_face_id=engine_id)
-            for pk, photo_id, descriptor, engine_id in Face.objects.filter(
-                event_id=event_id, engine=engine.name
-            ).values_list("pk", "photo_id", "descriptor", "engine_face_id")
-        ]
-        fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
-        member_search_record(
-            user_id=user_id, event_id=event_id, faces_through=max((f.id for f in faces), default=0)
-        )
-        photo_ids = sorted(
-            set(Face.objects.filter(pk__in={c.face_id for c in fresh}).values_list("photo_id", flat=True))
-        )
-        if not photo_ids:
-            return 0
-        current = [c for c in _live_candidates(photo_ids) if c.user_id != user_id]
-        _matches_replace(photo_ids=photo_ids, candidates=current + fresh)
-        return Match.objects.filter(photo_id__in=photo_ids, user_id=user_id, rejected=False).count()
+    selfie = (
+        Selfie.objects.filter(user_id=user_id, status=Selfie.Status.INDEXED)
+        .only("user_id", "descriptor", "engine_ref")
+        .first()
+    )
+    if selfie is None or not Membership.objects.filter(user_id=user_id, event_id=event_id).exists():
+        return 0
+    member = MemberRecord(user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref)
+    # The search runs outside the event lock: it may be a network call. A photo stored
+    # meanwhile is matched by its own task, which sees this member as indexed already.
+    # Plain tuples, not model instances: an event can hold 50,000 faces.
+    faces = [
+        FaceRecord(id=pk, photo_id=photo_id, descriptor=descriptor, engine_face_id=engine_id)
+        for pk, photo_id, descriptor, engine_id in Face.objects.filter(
+            event_id=event_id, engine=engine.name
+        ).values_list("pk", "photo_id", "descriptor", "engine_face_id")
+    ]
+    fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
+    return _member_merge(
+        user_id=user_id,
+        event_id=event_id,
+        fresh=fresh,
+        through=max((f.id for f in faces), default=0),
+    )
 
 
 def member_index(*, user_id: int) -> bool:
@@ -297,6 +290,10 @@ def member_forget(*, user_id: int) -> None:
     if selfie is not None and selfie.engine_ref:
         engine_get().member_forget(user_id=user_id, engine_ref=selfie.engine_ref, event_ids=event_ids)
     with transaction.atomic():
+        # The same locks that matching holds while it reads members and writes matches: a match
+        # computed before this point is deleted here, and none is made after it.
+        for event_id in sorted(event_ids):
+            _event_lock(event_id)
         Match.objects.filter(user_id=user_id).delete()
         selfie_delete(user_id=user_id)
         _galleries_changed([user_id])
@@ -504,15 +501,17 @@ def event_rematch(*, event_id: int) -> int:
         cache.delete(running)
 
 
-def _member_merge(*, user_id: int, event_id: int, fresh: Sequence[Candidate], through: int) -> None:
-    """Merge one member's fresh candidates into the photos they concern, as
-    ``member_match_event`` does, and record how far the member was searched."""
+def _member_merge(*, user_id: int, event_id: int, fresh: Sequence[Candidate], through: int) -> int:
+    """Merge one member's fresh candidates into the photos they concern, and record how far
+    the member was searched. Each photo is re-assigned with its current matches, so a face
+    moves to this member only when they are nearer than its present owner. Returns the
+    member's live matches among those photos."""
     with transaction.atomic():
         _event_lock(event_id)
         indexed = Selfie.objects.filter(user_id=user_id, status=Selfie.Status.INDEXED).exists()
         joined = Membership.objects.filter(user_id=user_id, event_id=event_id).exists()
         if not indexed or not joined:
-            return  # forgotten or left meanwhile: nothing of theirs may be matched
+            return 0  # forgotten or left meanwhile: nothing of theirs may be matched
         photo_ids = sorted(
             set(
                 Face.objects.filter(pk__in={c.face_id for c in fresh}).values_list(
@@ -520,10 +519,12 @@ def _member_merge(*, user_id: int, event_id: int, fresh: Sequence[Candidate], th
                 )
             )
         )
-        if photo_ids:
-            current = [c for c in _live_candidates(photo_ids) if c.user_id != user_id]
-            _matches_replace(photo_ids=photo_ids, candidates=current + list(fresh))
         member_search_record(user_id=user_id, event_id=event_id, faces_through=through)
+        if not photo_ids:
+            return 0
+        current = [c for c in _live_candidates(photo_ids) if c.user_id != user_id]
+        _matches_replace(photo_ids=photo_ids, candidates=current + list(fresh))
+        return Match.objects.filter(photo_id__in=photo_ids, user_id=user_id, rejected=False).count()
 
 
 def events_rematch_sweep() -> int:
