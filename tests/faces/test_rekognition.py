@@ -413,7 +413,7 @@ def test_deleting_an_event_deletes_its_collection(
     first_photo_stubs(stub, event, photo, [face_id()])
     assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
     queued = []
-    monkeypatch.setattr(faces_services, "async_task", lambda *args: queued.append(args))
+    monkeypatch.setattr(faces_services.rounds, "async_task", lambda *args: queued.append(args))
     event_id = event.pk
     with django_capture_on_commit_callbacks(execute=True):
         event.delete()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
@@ -11,7 +12,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
-from faces import services as faces_services
+from faces.engines import _engines
 from faces.engines.base import DetectedFace
 from faces.engines.local import LocalEngine
 from faces.models import Face, Match
@@ -94,7 +95,7 @@ def test_not_me_survives_a_reprocess_of_the_photo(
             DetectedFace(0.5, 0.1, 0.2, 0.2, descriptor=descriptor(2)),
         ]
     )
-    monkeypatch.setattr(faces_services, "engine_get", lambda: engine)
+    monkeypatch.setitem(_engines, settings.FACE_ENGINE, engine)
     photo = photo_ingest(
         event=event,
         upload=SimpleUploadedFile("p.jpg", jpeg_bytes((320, 240)), content_type="image/jpeg"),
@@ -219,7 +220,7 @@ def test_delete_face_data_removes_selfie_file_descriptor_engine_vectors_and_matc
     Match.objects.create(photo=photos[2], event=other_event, user=attendee, distance=0.3)
     Match.objects.create(photo=photos[1], event=event, user=other, distance=0.3)
     engine = ScriptedEngine([])
-    monkeypatch.setattr(faces_services, "engine_get", lambda: engine)
+    monkeypatch.setitem(_engines, settings.FACE_ENGINE, engine)
     assert len(my_photo_ids(attendee_client)) == 2  # cached now
 
     with django_capture_on_commit_callbacks(execute=True):

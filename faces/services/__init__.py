@@ -1,0 +1,39 @@
+"""Faces, matches and member indexing.
+
+The rules every engine shares live here:
+- a photo's faces may match only members of the photo's event;
+- each face goes to at most one member (the nearest) and each member to at most one face of a
+  photo, all under the engine's threshold;
+- a rejected match ("not me") is never re-created for that member and photo.
+
+This package never imports ``photos``: it is handed ids and images.
+"""
+
+from .accounting import (  # noqa: F401
+    engine_calls_count,
+    engine_calls_summary,
+)
+from .matching import (  # noqa: F401
+    faces_detect_for_photo,
+    faces_store,
+    match_reject,
+    matches_assign,
+    member_search_record,
+    photos_viewers_refresh,
+)
+from .members import (  # noqa: F401
+    CONSENT_TRUE,
+    member_forget,
+    member_index,
+    member_match_event,
+    members_sweep,
+    selfie_register,
+)
+from .rounds import (  # noqa: F401
+    event_deleted,
+    event_forget,
+    event_rematch,
+    event_rematch_request,
+    event_rematch_schedule,
+    events_rematch_sweep,
+)
