@@ -47,3 +47,15 @@ class CoreConfig(AppConfig):
         if not _fork_hook_installed:
             os.register_at_fork(after_in_child=_forget_inherited_db_connections)
             _fork_hook_installed = True
+        from django_q.signals import pre_execute
+
+        pre_execute.connect(_forget_logged_queries, dispatch_uid="findme-reset-queries")
+
+
+def _forget_logged_queries(sender, **kwargs) -> None:  # noqa: ARG001
+    """With DEBUG on (make run), Django logs every query's SQL in the process and nothing clears
+    it in a worker: about 400 KB per photo (the rendition bytes are in the SQL). A request
+    clears it at its start; a task does the same here."""
+    from django.db import reset_queries
+
+    reset_queries()

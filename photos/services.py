@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 from django_q.tasks import async_task
+from PIL import Image
 
 from accounts.models import User
 from core.errors import ApplicationError, NotFound
@@ -202,7 +203,10 @@ def photo_process(*, photo_id: int) -> str:
         preview = encode(preview_image, "JPEG", quality=85)
         thumb = encode(thumb_image, "WEBP", quality=80)
         detected = faces_services.faces_detect_for_photo(
-            event_id=photo.event_id, photo_id=photo.pk, image=preview_image
+            event_id=photo.event_id,
+            photo_id=photo.pk,
+            image=preview_image,
+            source=lambda: _decode_full(photo),
         )
         with transaction.atomic():
             faces_services.faces_store(
@@ -230,6 +234,12 @@ def photo_process(*, photo_id: int) -> str:
         return Photo.Status.DONE
     except Exception as exc:
         return _photo_failed(photo, exc)
+
+
+def _decode_full(photo: Photo) -> Image.Image:
+    """The photo at full resolution, decoded only when the engine asks for it (small faces)."""
+    with photo.original.open("rb") as fh:
+        return decode_upright(fh)
 
 
 def _photo_failed(photo: Photo, exc: Exception) -> str:

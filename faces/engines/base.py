@@ -6,7 +6,7 @@ rejected); an engine only finds faces and proposes candidates with a distance, l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,7 +64,14 @@ class FaceEngine(Protocol):
     def faces_detect(self, image: Image.Image) -> list[DetectedFace]:
         """Every face in an upright RGB image (used to check a selfie)."""
 
-    def photo_index(self, *, event_id: int, photo_id: int, image: Image.Image) -> list[DetectedFace]:
+    def photo_index(
+        self,
+        *,
+        event_id: int,
+        photo_id: int,
+        image: Image.Image,
+        source: Callable[[], Image.Image] | None = None,
+    ) -> list[DetectedFace]:
         """Find and remember the faces of one event photo."""
 
     def member_enroll(

@@ -214,7 +214,12 @@ class RekognitionEngine:
         return found
 
     def photo_index(
-        self, *, event_id: int, photo_id: int, image: Image.Image
+        self,
+        *,
+        event_id: int,
+        photo_id: int,
+        image: Image.Image,
+        source: Callable[[], Image.Image] | None = None,  # noqa: ARG002 - the preview suffices
     ) -> list[DetectedFace]:
         """IndexFaces once, after deleting whatever an earlier run of this photo indexed."""
         from faces.models import CollectionFace, Face

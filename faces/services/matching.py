@@ -3,7 +3,7 @@ member per face, nearest first, and "not me" kept for good."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from django.db import transaction
 from django.db.models import F
@@ -128,10 +128,17 @@ def _live_candidates(photo_ids: Sequence[int]) -> list[Candidate]:
 
 
 def faces_detect_for_photo(
-    *, event_id: int, photo_id: int, image: Image.Image
+    *,
+    event_id: int,
+    photo_id: int,
+    image: Image.Image,
+    source: Callable[[], Image.Image] | None = None,
 ) -> list[DetectedFace]:
-    """The slow part (the engine), run outside any transaction."""
-    return engine_get().photo_index(event_id=event_id, photo_id=photo_id, image=image)
+    """The slow part (the engine), run outside any transaction. ``source`` returns the photo
+    at full resolution, for engines that look closer at small faces."""
+    return engine_get().photo_index(
+        event_id=event_id, photo_id=photo_id, image=image, source=source
+    )
 
 
 def faces_store(*, event_id: int, photo_id: int, detected: Sequence[DetectedFace]) -> int:

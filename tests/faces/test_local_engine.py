@@ -87,3 +87,44 @@ def test_boxes_are_fractions_inside_the_image(engine, faces_dir):
     for face in faces_of(engine, faces_dir / "groups" / "two_people.jpg"):
         assert 0 <= face.left < 1 and 0 <= face.top < 1
         assert 0 < face.width <= 1 and 0 < face.height <= 1
+
+
+def test_a_small_face_takes_its_descriptor_from_the_full_resolution_source(engine, faces_dir):
+    """A face under SMALL_FACE_PX at the detection size is described from the source's pixels."""
+    from faces.engines.local import SMALL_FACE_PX
+
+    with open(faces_dir / "people" / "obama" / "obama_2.jpg", "rb") as fh:
+        portrait = decode_upright(fh)
+    reference = vector(faces_of(engine, faces_dir / "people" / "obama" / "obama_1.jpg")[0])
+    # The portrait pasted small into a 4000x3000 scene: about 45 px tall once scaled to 1600.
+    scene = Image.new("RGB", (4000, 3000), (90, 110, 100))
+    small = portrait.resize((portrait.width * 300 // portrait.height, 300))
+    scene.paste(small, (1800, 1300))
+    preview = scene.resize((1600, 1200))
+    asked = []
+
+    def source() -> Image.Image:
+        asked.append(True)
+        return scene
+
+    plain = engine.faces_detect(preview)
+    detailed = engine.faces_detect(preview, source=source)
+    assert len(plain) == len(detailed) == 1
+    assert detailed[0].height * 1200 < SMALL_FACE_PX
+    assert asked == [True]  # the full image was decoded once, because the face is small
+    assert (detailed[0].left, detailed[0].top) == (plain[0].left, plain[0].top)
+    # The closer look brings the descriptor nearer to the person's selfie.
+    near = float(np.linalg.norm(vector(detailed[0]) - reference))
+    far = float(np.linalg.norm(vector(plain[0]) - reference))
+    assert near < far
+    assert near < engine.threshold
+
+
+def test_a_large_face_never_asks_for_the_source(engine, faces_dir):
+    with open(faces_dir / "people" / "obama" / "obama_2.jpg", "rb") as fh:
+        portrait = decode_upright(fh)
+
+    def source() -> Image.Image:
+        raise AssertionError("decoded for nothing")
+
+    assert len(engine.faces_detect(portrait, source=source)) == 1

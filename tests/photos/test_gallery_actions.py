@@ -72,7 +72,7 @@ class ScriptedEngine(LocalEngine):
         self.faces = faces
         self.forgotten: list[dict] = []
 
-    def photo_index(self, *, event_id, photo_id, image):
+    def photo_index(self, *, event_id, photo_id, image, source=None):
         return list(self.faces)
 
     def member_forget(self, *, user_id, engine_ref, event_ids):
