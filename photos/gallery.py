@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
-from django.core.cache.backends.db import DatabaseCache
+from django.core.cache import cache
 
+from core.counters import counter_add, counters_get
 from core.generations import generation_key, user_generation
 
 from .models import Photo
@@ -23,23 +23,6 @@ MISSES_KEY = "stats:user_photos_cache:misses"
 CACHE_PREFIX = "myphotos"
 
 
-def _count(key: str, seen: Any) -> None:
-    """Add one to a hit or miss counter that never expires.
-
-    Redis increments atomically. The database cache's ``incr`` is a read and a write that also
-    resets the timeout to five minutes, so there the value read with the page is written back
-    plus one, without a timeout: two requests at once may count as one; the rate stays right.
-    """
-    if isinstance(caches[DEFAULT_CACHE_ALIAS], DatabaseCache):
-        cache.set(key, int(seen or 0) + 1, timeout=None)
-        return
-    try:
-        cache.incr(key)
-    except ValueError:  # first count since the cache was emptied
-        if not cache.add(key, 1, timeout=None):
-            cache.incr(key)
-
-
 def _page_key(user_id: int, variant: str) -> str:
     digest = hashlib.blake2b(variant.encode(), digest_size=12).hexdigest()
     return f"{CACHE_PREFIX}:{user_id}:{digest}"
@@ -49,7 +32,7 @@ def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) ->
     """One user's gallery page as JSON bytes, from the cache while their generation allows.
 
     The entry holds the rendered bytes, so a hit costs one cache read (the user's generation,
-    the page and the counters together), a counter write, and no serialising. ``build``
+    the page together), one counter update, and no serialising. ``build``
     renders the page on a miss. A new or rejected match bumps the generation
     (core.generations), so a changed gallery never waits for the timeout.
     """
@@ -58,14 +41,14 @@ def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) ->
         return build()
     page_key = _page_key(user_id, variant)
     gen_key = generation_key(user_id)
-    # One round trip: the generation, the page and the counters.
-    found = cache.get_many([gen_key, page_key, HITS_KEY, MISSES_KEY])
+    # One round trip: the generation and the page.
+    found = cache.get_many([gen_key, page_key])
     generation = found.get(gen_key)
     entry = found.get(page_key)
     if generation is not None and entry is not None and entry[0] == generation:
-        _count(HITS_KEY, found.get(HITS_KEY))
+        counter_add(HITS_KEY)
         return entry[1]
-    _count(MISSES_KEY, found.get(MISSES_KEY))
+    counter_add(MISSES_KEY)
     if generation is None:
         generation = user_generation(user_id)
     # The generation is read before the database: a match committed while we build bumps it,
@@ -76,9 +59,8 @@ def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) ->
 
 
 def cache_stats() -> dict[str, Any]:
-    found = cache.get_many([HITS_KEY, MISSES_KEY])
-    hits = int(found.get(HITS_KEY) or 0)
-    misses = int(found.get(MISSES_KEY) or 0)
+    found = counters_get([HITS_KEY, MISSES_KEY])
+    hits, misses = found[HITS_KEY], found[MISSES_KEY]
     total = hits + misses
     return {
         "hits": hits,

@@ -99,6 +99,20 @@ def event_qr_svg(request: HttpRequest, slug: str) -> HttpResponse:
     return response
 
 
+TILE_URLS = {
+    "preview": "photo-preview",
+    "original": "photo-original",
+    "thumb": "photo-thumb",
+    "not_me": "not-me",
+    "not_me_api": "api-photo-not-me",
+}
+
+
+def _url_pattern(name: str) -> str:
+    """A photo URL with ``{}`` where the id goes, reversed once."""
+    return reverse(name, kwargs={"photo_id": 999999999}).replace("999999999", "{}")
+
+
 @login_required
 def my_photos_page(request: HttpRequest) -> HttpResponse:
     user = request.user
@@ -113,6 +127,10 @@ def my_photos_page(request: HttpRequest) -> HttpResponse:
 
     paginator = Paginator(selectors.photo_list_for_user(user=user, event=event), MY_PHOTOS_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
+    # Five links per tile: reversing each (over 300 per page) was ~40% of the page's time.
+    patterns = {key: _url_pattern(name) for key, name in TILE_URLS.items()}
+    for photo in page.object_list:
+        photo.urls = {key: pattern.format(photo.pk) for key, pattern in patterns.items()}
     selfie = selfie_get(user_id=user.pk)
     return render(
         request,

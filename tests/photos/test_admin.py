@@ -74,7 +74,8 @@ def test_reprocess_action_queues_photos_again_and_refreshes_galleries(
 
     failed, done = (
         photo_ingest(
-            event=event, upload=SimpleUploadedFile(f"{i}.jpg", jpeg_bytes(colour=(i, 0, 0))),
+            event=event,
+            upload=SimpleUploadedFile(f"{i}.jpg", jpeg_bytes(colour=(i, 0, 0))),
             uploaded_by=superuser,
         ).photo
         for i in (1, 2)

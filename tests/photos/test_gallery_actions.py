@@ -26,19 +26,6 @@ pytestmark = pytest.mark.django_db
 MY_PHOTOS = "/api/my-photos/"
 
 
-@pytest.fixture(autouse=True)
-def _private_media(settings, tmp_path):
-    """A media folder of this test's own: other test runs empty the shared one."""
-    settings.MEDIA_ROOT = tmp_path
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path), "allow_overwrite": True},
-        },
-    }
-
-
 def my_photo_ids(client: APIClient) -> list[int]:
     answer = client.get(MY_PHOTOS)
     assert answer.status_code == 200, answer.content

@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Selfie
+from core.counters import counter_add
 from core.generations import generation_key
 from faces.engines.base import DetectedFace
 from faces.models import Match
@@ -69,8 +70,8 @@ def client_for(user) -> APIClient:
 @pytest.fixture
 def counters_ready():
     """Both hit/miss counters exist, so every request takes the same path through the cache."""
-    cache.set(gallery.HITS_KEY, 0, timeout=None)
-    cache.set(gallery.MISSES_KEY, 0, timeout=None)
+    counter_add(gallery.HITS_KEY, 0)
+    counter_add(gallery.MISSES_KEY, 0)
 
 
 # --- what is listed ---------------------------------------------------------------------------

@@ -22,19 +22,6 @@ VARIANTS = ["thumb", "preview", "original"]
 GPS_IFD = 0x8825
 
 
-@pytest.fixture(autouse=True)
-def _private_media(settings, tmp_path):
-    """A media folder of this test's own: other test runs empty the shared one."""
-    settings.MEDIA_ROOT = tmp_path
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path), "allow_overwrite": True},
-        },
-    }
-
-
 def encoded(fmt: str, size: tuple[int, int], colour=(30, 120, 200), **save) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format=fmt, **save)

@@ -114,7 +114,9 @@ def test_sweep_requeues_photos_left_behind_by_a_dead_worker(event, staff_user, s
     fresh = ingest_bytes(event, staff_user, jpeg_bytes(colour=(9, 9, 9)))
     old = timezone.now() - timedelta(minutes=5)
     # A worker claimed it and died: processing, long ago.
-    Photo.objects.filter(pk=stuck.pk).update(status=Photo.Status.PROCESSING, attempts=1, updated_at=old)
+    Photo.objects.filter(pk=stuck.pk).update(
+        status=Photo.Status.PROCESSING, attempts=1, updated_at=old
+    )
     Photo.objects.filter(pk=fresh.pk).update(status=Photo.Status.PROCESSING, attempts=1)
     assert photos_sweep() == 1
     assert Photo.objects.get(pk=stuck.pk).status == Photo.Status.QUEUED

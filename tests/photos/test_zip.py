@@ -22,19 +22,6 @@ URL = "/api/my-photos/download.zip"
 MB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def _private_media(settings, tmp_path):
-    """A media folder of this test's own: other test runs empty the shared one."""
-    settings.MEDIA_ROOT = tmp_path
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path), "allow_overwrite": True},
-        },
-    }
-
-
 def photos_with_originals(
     user, event: Event, contents: list[bytes] | None = None, *, count: int = 0, shared: bytes = b""
 ) -> list[Photo]:
