@@ -63,7 +63,7 @@ def parse_args() -> argparse.Namespace:
         "--conn-max-age",
         type=int,
         default=None,
-        help="override CONN_MAX_AGE (the app's SQLite setting is 0: a new connection per request)",
+        help="override CONN_MAX_AGE (the app keeps SQLite connections 60 s)",
     )
     parser.add_argument(
         "--real-binaries",
