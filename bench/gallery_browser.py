@@ -34,17 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
+
 IMAGE_PATH = re.compile(r"^/api/photos/\d+/(thumb|preview|original)/$")
 ABOVE_THE_FOLD_LOADED = """() => {
     const images = [...document.querySelectorAll('#gallery img')];
