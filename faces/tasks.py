@@ -27,3 +27,7 @@ def events_rematch_sweep() -> int:
 
 def event_forget(event_id: int) -> None:
     services.event_forget(event_id=event_id)
+
+
+def photo_vectors_sweep() -> int:
+    return services.photo_vectors_sweep()

@@ -279,6 +279,7 @@ def photos_delete(*, photo_ids: list[int]) -> int:
     """Delete photos with their files; their viewers' galleries refresh at once."""
     with transaction.atomic():
         faces_services.photos_viewers_refresh(photo_ids=photo_ids)
+        faces_services.photos_deleting(photo_ids=photo_ids)
         photos = list(Photo.objects.filter(pk__in=photo_ids).only("pk", "original"))
         names = [(p.original.storage, p.original.name) for p in photos]
         Photo.objects.filter(pk__in=photo_ids).delete()

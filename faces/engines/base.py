@@ -94,3 +94,7 @@ class FaceEngine(Protocol):
 
     def event_forget(self, *, event_id: int) -> None:
         """Delete every vector the engine holds for this event."""
+
+    def photos_forget(self, *, event_id: int, photo_ids: Sequence[int]) -> int:
+        """Delete every vector the engine holds for these deleted photos of the event; return
+        how many it deleted."""

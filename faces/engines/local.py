@@ -260,3 +260,6 @@ class LocalEngine:
 
     def event_forget(self, *, event_id: int) -> None:
         return None
+
+    def photos_forget(self, *, event_id: int, photo_ids: Sequence[int]) -> int:
+        return 0  # the Face rows went with the photos

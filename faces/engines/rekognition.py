@@ -67,6 +67,8 @@ MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_FACES_PER_PHOTO = 100
 DELETE_BATCH = 4096
 MAX_MATCHES = 4096
+# Vectors of deleted photos forgotten per DeleteFaces call and per database statement.
+FORGET_CHUNK = 500
 SELFIE_MAX_SIDE = 1024
 DETECT_MAX_SIDE = 1600
 
@@ -374,3 +376,25 @@ class RekognitionEngine:
             if _error_code(exc) != "ResourceNotFoundException":  # never made, or already gone
                 raise
         CollectionFace.objects.filter(event_id=event_id).delete()
+
+    def photos_forget(self, *, event_id: int, photo_ids: Sequence[int]) -> int:
+        """DeleteFaces for every vector recorded for these photos, then forget the records.
+
+        The records go only after AWS answered, so a failed call leaves them for the next
+        sweep; deleting ids that are already gone is no error at AWS (they come back as
+        unsuccessful deletions).
+        """
+        from faces.models import CollectionFace
+
+        records = list(
+            CollectionFace.objects.filter(event_id=event_id, photo_id__in=photo_ids)
+            .order_by("pk")
+            .values_list("pk", "face_id")
+        )
+        collection = self.collection_id(event_id)
+        # Chunks small enough for any database's limit on query parameters.
+        for start in range(0, len(records), FORGET_CHUNK):
+            chunk = records[start : start + FORGET_CHUNK]
+            self._faces_delete(collection, sorted(face_id for _, face_id in chunk))
+            CollectionFace.objects.filter(pk__in=[pk for pk, _ in chunk]).delete()
+        return len(records)

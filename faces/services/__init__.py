@@ -37,3 +37,7 @@ from .rounds import (  # noqa: F401
     event_rematch_schedule,
     events_rematch_sweep,
 )
+from .vectors import (  # noqa: F401
+    photo_vectors_sweep,
+    photos_deleting,
+)

@@ -28,7 +28,7 @@ from faces.engines import _engines, engine_get
 from faces.engines.rekognition import BILLABLE, RekognitionEngine
 from faces.models import CollectionFace, EngineCall, Face, Match, MemberSearch
 from photos.models import Event, Membership, Photo
-from photos.services import photo_ingest, photo_process, photo_reprocess
+from photos.services import photo_ingest, photo_process, photo_reprocess, photos_delete
 from tests.conftest import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -433,6 +433,109 @@ def test_deleting_an_event_deletes_its_collection(
     faces_tasks.event_forget(event_id)
     stub.assert_no_pending_responses()
     assert not CollectionFace.objects.exists()
+
+
+# --- deleted photos ------------------------------------------------------------------------------
+def delete_params(event: Event, fids: list[str]) -> dict:
+    return {"CollectionId": f"findme-event-{event.pk}", "FaceIds": sorted(fids)}
+
+
+def test_deleting_a_photo_deletes_its_vectors_and_only_its_own(
+    engine, stub, event, monkeypatch, django_capture_on_commit_callbacks
+):
+    kept, gone = photo_new(event, 1), photo_new(event, 2)
+    kept_fids, gone_fids = [face_id(), face_id()], [face_id(), face_id(), face_id()]
+    first_photo_stubs(stub, event, kept, kept_fids)
+    stub.add_response(
+        "index_faces", index_response(gone.pk, gone_fids), index_params(event, gone.pk)
+    )
+    assert photo_process(photo_id=kept.pk) == Photo.Status.DONE
+    assert photo_process(photo_id=gone.pk) == Photo.Status.DONE
+
+    queued = []
+    monkeypatch.setattr(faces_services.vectors, "async_task", lambda *args: queued.append(args))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert photos_delete(photo_ids=[gone.pk]) == 1
+    assert queued == [("faces.tasks.photo_vectors_sweep",)]
+
+    stub.add_response(
+        "delete_faces", {"DeletedFaces": sorted(gone_fids)}, delete_params(event, gone_fids)
+    )
+    assert faces_tasks.photo_vectors_sweep() == 3
+    # Run twice (a retried task): nothing is left to delete, so no call is made.
+    assert faces_tasks.photo_vectors_sweep() == 0
+    stub.assert_no_pending_responses()
+    assert set(CollectionFace.objects.values_list("face_id", flat=True)) == set(kept_fids)
+    assert set(Face.objects.values_list("engine_face_id", flat=True)) == set(kept_fids)
+
+
+def test_sweep_finds_photos_deleted_behind_the_services_back(engine, stub, event):
+    """A shell's queryset delete, or a worker that indexed a photo as it was being deleted:
+    the records outlive the photo, and the periodic sweep deletes their vectors."""
+    photos = [photo_new(event, n) for n in range(3)]
+    fids = {p.pk: [face_id()] for p in photos}
+    first_photo_stubs(stub, event, photos[0], fids[photos[0].pk])
+    for photo in photos[1:]:
+        stub.add_response(
+            "index_faces", index_response(photo.pk, fids[photo.pk]), index_params(event, photo.pk)
+        )
+    for photo in photos:
+        assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    Photo.objects.filter(pk__in=[photos[0].pk, photos[2].pk]).delete()
+
+    gone = fids[photos[0].pk] + fids[photos[2].pk]
+    stub.add_response("delete_faces", {"DeletedFaces": sorted(gone)}, delete_params(event, gone))
+    assert faces_tasks.photo_vectors_sweep() == 2
+    stub.assert_no_pending_responses()
+    assert list(CollectionFace.objects.values_list("face_id", flat=True)) == fids[photos[1].pk]
+
+
+def test_sweep_forgets_records_whose_collection_is_already_gone(engine, stub, event):
+    photo = photo_new(event, 1)
+    fids = [face_id()]
+    first_photo_stubs(stub, event, photo, fids)
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    Photo.objects.filter(pk=photo.pk).delete()
+    stub.add_client_error(
+        "delete_faces",
+        service_error_code="ResourceNotFoundException",
+        http_status_code=400,
+        expected_params=delete_params(event, fids),
+    )
+    assert faces_tasks.photo_vectors_sweep() == 1
+    stub.assert_no_pending_responses()
+    assert not CollectionFace.objects.exists()
+
+
+def test_a_failed_delete_keeps_the_records_for_the_next_sweep(engine, stub, event):
+    photo = photo_new(event, 1)
+    fids = [face_id()]
+    first_photo_stubs(stub, event, photo, fids)
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    Photo.objects.filter(pk=photo.pk).delete()
+    stub.add_client_error(
+        "delete_faces",
+        service_error_code="InternalServerError",
+        http_status_code=500,
+        expected_params=delete_params(event, fids),
+    )
+    with pytest.raises(Exception, match="InternalServerError"):
+        faces_tasks.photo_vectors_sweep()
+    assert list(CollectionFace.objects.values_list("face_id", flat=True)) == fids
+
+    stub.add_response("delete_faces", {"DeletedFaces": fids}, delete_params(event, fids))
+    assert faces_tasks.photo_vectors_sweep() == 1
+    stub.assert_no_pending_responses()
+    assert not CollectionFace.objects.exists()
+
+
+def test_the_sweep_is_scheduled():
+    schedule = Schedule.objects.get(func="faces.tasks.photo_vectors_sweep")
+    assert (schedule.schedule_type, schedule.minutes, schedule.repeats) == (
+        Schedule.MINUTES,
+        10,
+        -1,
+    )
 
 
 # --- selfie check, client -----------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_reprocess_action_queues_photos_again_and_refreshes_galleries(
 
 
 def test_deleting_photos_in_the_admin_removes_files_and_refreshes_galleries(
-    client, superuser, event, attendee, django_capture_on_commit_callbacks
+    client, superuser, event, attendee, django_capture_on_commit_callbacks, monkeypatch
 ):
     from pathlib import Path
 
@@ -114,6 +114,10 @@ def test_deleting_photos_in_the_admin_removes_files_and_refreshes_galleries(
     path = Path(photo.original.path)
     generation = user_generation(attendee.pk)
     client.force_login(superuser)
+    from faces.services import vectors
+
+    queued = []
+    monkeypatch.setattr(vectors, "async_task", lambda *args: queued.append(args))
     with django_capture_on_commit_callbacks(execute=True):
         answer = client.post(
             "/admin/photos/photo/",
@@ -123,3 +127,5 @@ def test_deleting_photos_in_the_admin_removes_files_and_refreshes_galleries(
     assert not Photo.objects.exists() and not Match.objects.exists()
     assert not path.exists()
     assert user_generation(attendee.pk) != generation
+    # The local engine keeps no vector outside the database: nothing to forget elsewhere.
+    assert queued == []
