@@ -117,6 +117,8 @@ def json_404(request, exception=None) -> JsonResponse:  # noqa: ARG001
 
 def json_500(request) -> JsonResponse:  # noqa: ARG001
     return JsonResponse(
-        error_body("server_error", "Something went wrong on our side; it has been logged. Try again."),
+        error_body(
+            "server_error", "Something went wrong on our side; it has been logged. Try again."
+        ),
         status=500,
     )

@@ -21,7 +21,12 @@ except ImportError:  # pragma: no cover - the wheel is in requirements.txt
 # Pillow's own bomb check warns at this size and raises at twice it; we decide ourselves.
 Image.MAX_IMAGE_PIXELS = None
 
-FORMAT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic"}
+FORMAT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "HEIF": "image/heic",
+}
 EXIF_ORIENTATION = 0x0112
 EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_DATETIME = 0x0132
@@ -53,9 +58,21 @@ def sniff_type(head: bytes) -> str | None:
         return "image/png"
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
-    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in {
-        b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1",
-    }:
+    if (
+        len(head) >= 12
+        and head[4:8] == b"ftyp"
+        and head[8:12]
+        in {
+            b"heic",
+            b"heix",
+            b"hevc",
+            b"hevx",
+            b"heim",
+            b"heis",
+            b"mif1",
+            b"msf1",
+        }
+    ):
         return "image/heic"
     return None
 
@@ -150,7 +167,9 @@ def decode_upright(fileobj: IO[bytes], *, max_side: int | None = None) -> Image.
     with Image.open(fileobj) as image:
         if max_side is not None and max(image.size) > max_side:
             scale = max_side / max(image.size)
-            image.draft("RGB", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+            image.draft(
+                "RGB", (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+            )
         upright = ImageOps.exif_transpose(image)
         return upright.convert("RGB")
 
@@ -160,7 +179,9 @@ def resized(image: Image.Image, max_side: int) -> Image.Image:
         return image
     scale = max_side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS if max_side <= 600 else Image.Resampling.BILINEAR)
+    return image.resize(
+        size, Image.Resampling.LANCZOS if max_side <= 600 else Image.Resampling.BILINEAR
+    )
 
 
 def encode(image: Image.Image, fmt: str, *, quality: int) -> bytes:

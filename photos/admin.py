@@ -35,8 +35,20 @@ class PhotoAdmin(admin.ModelAdmin):
     list_filter = ("status", "event")
     search_fields = ("sha256", "original_name")
     readonly_fields = (
-        "sha256", "original", "original_name", "content_type", "size", "width", "height",
-        "taken_at", "status", "attempts", "error", "face_count", "created_at", "processed_at",
+        "sha256",
+        "original",
+        "original_name",
+        "content_type",
+        "size",
+        "width",
+        "height",
+        "taken_at",
+        "status",
+        "attempts",
+        "error",
+        "face_count",
+        "created_at",
+        "processed_at",
     )
     raw_id_fields = ("event", "uploaded_by")
     actions = ["reprocess"]
@@ -49,5 +61,7 @@ class PhotoAdmin(admin.ModelAdmin):
 
     @admin.action(description="Scan the selected photos again")
     def reprocess(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:
-        count = sum(services.photo_reprocess(photo_id=pk) for pk in queryset.values_list("pk", flat=True))
+        count = sum(
+            services.photo_reprocess(photo_id=pk) for pk in queryset.values_list("pk", flat=True)
+        )
         self.message_user(request, f"{count} photos queued again.", messages.SUCCESS)

@@ -111,7 +111,11 @@ class PhotoCheckApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return Response(
-            {"existing": services.photos_existing(event=event, hashes=data.validated_data["sha256"])}
+            {
+                "existing": services.photos_existing(
+                    event=event, hashes=data.validated_data["sha256"]
+                )
+            }
         )
 
 

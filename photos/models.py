@@ -49,7 +49,9 @@ class Membership(models.Model):
 
 def photo_upload_to(instance: Photo, filename: str) -> str:  # noqa: ARG001
     # Never the client's name: the event and the content hash decide where the bytes live.
-    return f"photos/{instance.event_id}/{instance.sha256[:2]}/{instance.sha256}.{instance.extension}"
+    return (
+        f"photos/{instance.event_id}/{instance.sha256[:2]}/{instance.sha256}.{instance.extension}"
+    )
 
 
 class Photo(models.Model):
@@ -83,12 +85,19 @@ class Photo(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
-    EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/heic": "heic"}
+    EXTENSIONS = {
+        "image/jpeg": "jpg",
+        "image/png": "png",
+        "image/webp": "webp",
+        "image/heic": "heic",
+    }
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["event", "sha256"], name="photo_unique_sha256_per_event"),
+            models.UniqueConstraint(
+                fields=["event", "sha256"], name="photo_unique_sha256_per_event"
+            ),
             models.CheckConstraint(
                 condition=models.Q(status__in=["queued", "processing", "done", "failed"]),
                 name="photo_status_valid",

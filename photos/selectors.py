@@ -45,12 +45,9 @@ def photo_list_for_event(*, event: Event, status: str | None = None) -> QuerySet
 
 def photo_list_for_user(*, user: User, event: Event | None = None) -> QuerySet[Photo]:
     """Photos in which this user was matched and did not say "not me", newest first."""
-    qs = (
-        Photo.objects.filter(
-            status=Photo.Status.DONE, matches__user=user, matches__rejected=False
-        )
-        .select_related("event")
-    )
+    qs = Photo.objects.filter(
+        status=Photo.Status.DONE, matches__user=user, matches__rejected=False
+    ).select_related("event")
     if event is not None:
         qs = qs.filter(event=event)
     return qs.order_by("-created_at", "-id")
@@ -70,7 +67,11 @@ def photo_get_visible(*, photo_id: int, user: User, fields: tuple[str, ...] = ()
     if wanted:
         # Only the one binary this answer needs, from the renditions table.
         qs = qs.select_related("rendition").only(
-            "pk", "sha256", "content_type", "original", "original_name",
+            "pk",
+            "sha256",
+            "content_type",
+            "original",
+            "original_name",
             *(f"rendition__{f}" for f in wanted),
         )
     photo = qs.first()

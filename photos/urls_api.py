@@ -10,8 +10,16 @@ urlpatterns = [
     path("events/<slug:slug>/join/", api.EventJoinApi.as_view(), name="api-event-join"),
     path("photos/<int:photo_id>/status/", api.PhotoStatusApi.as_view(), name="api-photo-status"),
     path("photos/<int:photo_id>/thumb/", api_gallery.PhotoThumbApi.as_view(), name="photo-thumb"),
-    path("photos/<int:photo_id>/preview/", api_gallery.PhotoPreviewApi.as_view(), name="photo-preview"),
-    path("photos/<int:photo_id>/original/", api_gallery.PhotoOriginalApi.as_view(), name="photo-original"),
+    path(
+        "photos/<int:photo_id>/preview/",
+        api_gallery.PhotoPreviewApi.as_view(),
+        name="photo-preview",
+    ),
+    path(
+        "photos/<int:photo_id>/original/",
+        api_gallery.PhotoOriginalApi.as_view(),
+        name="photo-original",
+    ),
     path("photos/<int:photo_id>/not-me/", api_gallery.NotMeApi.as_view(), name="api-photo-not-me"),
     path("me/", api_gallery.MeApi.as_view(), name="api-me"),
     path("my-photos/", api_gallery.MyPhotosApi.as_view(), name="api-my-photos"),

@@ -31,7 +31,9 @@ def cluster_env(**extra: str) -> dict[str, str]:
         auth = quote(db["USER"] or "")
         if db.get("PASSWORD"):
             auth += ":" + quote(db["PASSWORD"])
-        env["DATABASE_URL"] = f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+        env["DATABASE_URL"] = (
+            f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
     env.update(extra)
     return env
 

@@ -79,7 +79,9 @@ def event(staff_user):
     return Event.objects.create(name="Wedding", slug="wedding", created_by=staff_user)
 
 
-def jpeg_bytes(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (200, 30, 30), **save) -> bytes:
+def jpeg_bytes(
+    size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (200, 30, 30), **save
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format="JPEG", **save)
     return buffer.getvalue()

@@ -36,10 +36,20 @@ def test_signup_returns_a_working_token():
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"username": "zoe", "email": "not-an-email", "password": "correct horse battery"}, "email"),
+        (
+            {"username": "zoe", "email": "not-an-email", "password": "correct horse battery"},
+            "email",
+        ),
         ({"username": "zoe", "email": "z@example.com", "password": "short"}, "password"),
         ({"username": "zoe", "email": "z@example.com", "password": "password123"}, "password"),
-        ({"username": "bad name!", "email": "z@example.com", "password": "correct horse battery"}, "username"),
+        (
+            {
+                "username": "bad name!",
+                "email": "z@example.com",
+                "password": "correct horse battery",
+            },
+            "username",
+        ),
         ({"email": "z@example.com", "password": "correct horse battery"}, "username"),
     ],
 )
@@ -53,7 +63,11 @@ def test_signup_refuses_bad_fields_with_field_errors(payload, field, django_user
 def test_signup_refuses_a_taken_username_in_any_case(attendee):
     answer = APIClient().post(
         "/api/auth/signup/",
-        {"username": attendee.username.upper(), "email": "x@example.com", "password": "correct horse battery"},
+        {
+            "username": attendee.username.upper(),
+            "email": "x@example.com",
+            "password": "correct horse battery",
+        },
         format="json",
     )
     assert "username" in assert_error(answer, 400, "invalid")["detail"]
@@ -68,7 +82,9 @@ def test_token_for_good_credentials_and_invalid_credentials_otherwise(attendee):
         "/api/auth/token/", {"username": "ann", "password": "ann-pass-1234"}, format="json"
     )
     assert again.json()["token"] == good.json()["token"]
-    bad = APIClient().post("/api/auth/token/", {"username": "ann", "password": "nope"}, format="json")
+    bad = APIClient().post(
+        "/api/auth/token/", {"username": "ann", "password": "nope"}, format="json"
+    )
     assert_error(bad, 400, "invalid_credentials")
 
 
@@ -168,8 +184,12 @@ def test_selfie_with_no_face_or_two_faces_is_refused_and_nothing_kept(attendee_c
 
 
 @pytest.mark.faces
-def test_selfie_with_one_face_is_kept_with_consent_time_and_queued(attendee_client, attendee, faces_dir):
-    answer = put_selfie(attendee_client, (faces_dir / "people/kit_harington/kit_1.jpg").read_bytes())
+def test_selfie_with_one_face_is_kept_with_consent_time_and_queued(
+    attendee_client, attendee, faces_dir
+):
+    answer = put_selfie(
+        attendee_client, (faces_dir / "people/kit_harington/kit_1.jpg").read_bytes()
+    )
     assert answer.status_code == 201, answer.content
     assert answer.json() == {"status": "queued", "faces_found": 1}
     selfie = Selfie.objects.get(user=attendee)
@@ -179,7 +199,9 @@ def test_selfie_with_one_face_is_kept_with_consent_time_and_queued(attendee_clie
 
 
 @pytest.mark.faces
-def test_heic_selfie_from_a_phone_is_accepted_and_stored_as_jpeg(attendee_client, attendee, faces_dir):
+def test_heic_selfie_from_a_phone_is_accepted_and_stored_as_jpeg(
+    attendee_client, attendee, faces_dir
+):
     buffer = io.BytesIO()
     Image.open(faces_dir / "people/rose_leslie/rose_1.jpg").save(buffer, format="HEIF")
     answer = put_selfie(attendee_client, buffer.getvalue(), name="IMG_1234.HEIC")

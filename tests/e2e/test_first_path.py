@@ -32,7 +32,9 @@ def my_photo_ids(client: APIClient) -> list[int]:
 def test_group_photo_reaches_exactly_the_people_in_it(faces_dir, django_user_model):
     django_user_model.objects.create_user(username="boss", password="boss-pass-123", is_staff=True)
     staff = APIClient()
-    token = staff.post("/api/auth/token/", {"username": "boss", "password": "boss-pass-123"}, format="json")
+    token = staff.post(
+        "/api/auth/token/", {"username": "boss", "password": "boss-pass-123"}, format="json"
+    )
     assert token.status_code == 200
     staff.credentials(HTTP_AUTHORIZATION=f"Token {token.json()['token']}")
     created = staff.post("/api/events/", {"name": "Inauguration"}, format="json")
@@ -48,24 +50,32 @@ def test_group_photo_reaches_exactly_the_people_in_it(faces_dir, django_user_mod
         ]:
             client = signup(name)
             joined = client.post(
-                f"/api/events/{event['slug']}/join/", {"join_code": event["join_code"]}, format="json"
+                f"/api/events/{event['slug']}/join/",
+                {"join_code": event["join_code"]},
+                format="json",
             )
             assert joined.status_code == 200
             with open(faces_dir / selfie, "rb") as fh:
-                answer = client.put("/api/me/selfie/", {"file": fh, "consent": "true"}, format="multipart")
+                answer = client.put(
+                    "/api/me/selfie/", {"file": fh, "consent": "true"}, format="multipart"
+                )
             assert answer.status_code == 201, answer.content
             assert answer.json()["faces_found"] == 1
             attendees[name] = client
 
         with open(faces_dir / "groups" / "two_people.jpg", "rb") as fh:
-            upload = staff.post(f"/api/events/{event['slug']}/photos/", {"file": fh}, format="multipart")
+            upload = staff.post(
+                f"/api/events/{event['slug']}/photos/", {"file": fh}, format="multipart"
+            )
         assert upload.status_code == 201, upload.content
         photo_id = upload.json()["id"]
         assert upload.json()["status"] == "queued"
 
         wait_until(
-            lambda: photo_id in my_photo_ids(attendees["obama"])
-            and photo_id in my_photo_ids(attendees["biden"]),
+            lambda: (
+                photo_id in my_photo_ids(attendees["obama"])
+                and photo_id in my_photo_ids(attendees["biden"])
+            ),
             timeout=180,
             proc=cluster,
             what="Obama's and Biden's galleries to list the photo",

@@ -55,7 +55,9 @@ def test_photos_of_the_same_person_match_and_different_people_do_not(engine, fac
 def test_none_of_the_24_strangers_matches_anyone(engine, faces_dir):
     strangers = faces_of(engine, faces_dir / "groups" / "bald_guys.jpg")
     assert len(strangers) == 24
-    people = [vector(faces_of(engine, p)[0]) for p in sorted((faces_dir / "people").glob("*/*.jpg"))]
+    people = [
+        vector(faces_of(engine, p)[0]) for p in sorted((faces_dir / "people").glob("*/*.jpg"))
+    ]
     for face in strangers:
         nearest = min(float(np.linalg.norm(vector(face) - p)) for p in people)
         assert nearest > engine.threshold

@@ -107,7 +107,10 @@ def test_members_of_another_event_never_match(scene, event, staff_user, django_u
 
 def test_selfie_without_a_face_fails_indexing_and_matches_nothing(scene, faces_dir):
     user = scene["members"]["obama"]
-    selfie_store(user=user, upload=SimpleUploadedFile("d.jpg", (faces_dir / "no_faces/dogs.jpg").read_bytes()))
+    selfie_store(
+        user=user,
+        upload=SimpleUploadedFile("d.jpg", (faces_dir / "no_faces/dogs.jpg").read_bytes()),
+    )
     assert member_index(user_id=user.pk) is False
     selfie = Selfie.objects.get(user=user)
     assert selfie.status == Selfie.Status.FAILED

@@ -25,7 +25,9 @@ class Command(BaseCommand):
             user.set_password(options["password"])
             user.save()
         token, _ = Token.objects.get_or_create(user=user)
-        event, _ = Event.objects.get_or_create(slug="demo", defaults={"name": "Demo event", "created_by": user})
+        event, _ = Event.objects.get_or_create(
+            slug="demo", defaults={"name": "Demo event", "created_by": user}
+        )
         url = options["url"].rstrip("/")
         password = options["password"] if created else "(unchanged since it was created)"
         self.stdout.write(
