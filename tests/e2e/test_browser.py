@@ -6,17 +6,14 @@ live server and a real worker cluster: sign up, join, selfie, gallery, preview, 
 from __future__ import annotations
 
 import io
-import os
 import re
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_FLAGS
+from tests.browser import DESKTOP, PASSWORD, PHONE, new_page, screenshot
 from tests.cluster import running_cluster, wait_until
-from tests.conftest import ROOT
 
 pytestmark = [
     pytest.mark.browser,
@@ -24,62 +21,10 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-ARTIFACTS = ROOT / "test-artifacts"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 860}
-PASSWORD = "a-long-passphrase-42"
 
 # In the event: three photos with Obama, two without.
 WITH_OBAMA = ["people/obama/obama_2.jpg", "people/obama/obama_3.jpg", "groups/two_people.jpg"]
 WITHOUT_OBAMA = ["people/kit_harington/kit_2.jpg", "groups/bald_guys.jpg"]
-
-
-@pytest.fixture(scope="module")
-def playwright_and_browser() -> Iterator[tuple]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium (make browser)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls these tests make
-    # between browser steps are synchronous and safe, so Django need not refuse them.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-            )
-            try:
-                yield playwright, browser
-            finally:
-                browser.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def browser(playwright_and_browser):
-    return playwright_and_browser[1]
-
-
-def new_page(browser, base_url: str, viewport: dict = PHONE):
-    context = browser.new_context(base_url=base_url, viewport=viewport, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    return page
-
-
-def screenshot(page, name: str, viewport: dict | None = None) -> None:
-    if viewport:
-        page.set_viewport_size(viewport)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def staff_api(playwright, base_url: str, django_user_model):
