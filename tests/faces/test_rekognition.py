@@ -490,7 +490,8 @@ def test_sweep_finds_photos_deleted_behind_the_services_back(engine, stub, event
     assert list(CollectionFace.objects.values_list("face_id", flat=True)) == fids[photos[1].pk]
 
 
-def test_sweep_forgets_records_whose_collection_is_already_gone(engine, stub, event):
+def one_photo_indexed_then_deleted(stub: Stubber, event: Event, error: str, status: int):
+    """A photo indexed with one face, then deleted; the first DeleteFaces fails with ``error``."""
     photo = photo_new(event, 1)
     fids = [face_id()]
     first_photo_stubs(stub, event, photo, fids)
@@ -498,27 +499,22 @@ def test_sweep_forgets_records_whose_collection_is_already_gone(engine, stub, ev
     Photo.objects.filter(pk=photo.pk).delete()
     stub.add_client_error(
         "delete_faces",
-        service_error_code="ResourceNotFoundException",
-        http_status_code=400,
+        service_error_code=error,
+        http_status_code=status,
         expected_params=delete_params(event, fids),
     )
+    return fids
+
+
+def test_sweep_forgets_records_whose_collection_is_already_gone(engine, stub, event):
+    one_photo_indexed_then_deleted(stub, event, "ResourceNotFoundException", 400)
     assert faces_tasks.photo_vectors_sweep() == 1
     stub.assert_no_pending_responses()
     assert not CollectionFace.objects.exists()
 
 
 def test_a_failed_delete_keeps_the_records_for_the_next_sweep(engine, stub, event):
-    photo = photo_new(event, 1)
-    fids = [face_id()]
-    first_photo_stubs(stub, event, photo, fids)
-    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
-    Photo.objects.filter(pk=photo.pk).delete()
-    stub.add_client_error(
-        "delete_faces",
-        service_error_code="InternalServerError",
-        http_status_code=500,
-        expected_params=delete_params(event, fids),
-    )
+    fids = one_photo_indexed_then_deleted(stub, event, "InternalServerError", 500)
     with pytest.raises(Exception, match="InternalServerError"):
         faces_tasks.photo_vectors_sweep()
     assert list(CollectionFace.objects.values_list("face_id", flat=True)) == fids
