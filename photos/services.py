@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -286,6 +288,37 @@ def photos_delete(*, photo_ids: list[int]) -> int:
         for storage, name in names:
             transaction.on_commit(lambda s=storage, n=name: s.delete(n))
     return len(photos)
+
+
+def event_deleted(*, event_id: int) -> None:
+    """An event row is being deleted: after commit, delete its photo files in the background."""
+    transaction.on_commit(lambda: async_task("photos.tasks.event_files_delete", event_id))
+
+
+def event_files_delete(*, event_id: int) -> int:
+    """Delete every file under the deleted event's folder (``photos/<event id>/``), in whatever
+    storage holds them. Returns how many files it deleted; a rerun deletes nothing.
+
+    Refuses while the event exists. Ids are never reused (PostgreSQL sequences, SQLite's
+    AUTOINCREMENT), so the folder cannot be another event's.
+    """
+    if Event.objects.filter(pk=event_id).exists():
+        return 0
+    storage = Photo._meta.get_field("original").storage
+    deleted = _folder_delete(storage, f"photos/{event_id}")
+    with contextlib.suppress(NotImplementedError):  # S3 has no folders to remove
+        shutil.rmtree(storage.path(f"photos/{event_id}"), ignore_errors=True)
+    return deleted
+
+
+def _folder_delete(storage, folder: str) -> int:
+    try:
+        folders, files = storage.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    for name in files:
+        storage.delete(f"{folder}/{name}")
+    return len(files) + sum(_folder_delete(storage, f"{folder}/{sub}") for sub in folders)
 
 
 def photos_sweep() -> int:

@@ -11,3 +11,7 @@ def photo_process(photo_id: int) -> str:
 
 def photos_sweep() -> int:
     return services.photos_sweep()
+
+
+def event_files_delete(event_id: int) -> int:
+    return services.event_files_delete(event_id=event_id)

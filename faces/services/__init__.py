@@ -14,6 +14,7 @@ from .accounting import (  # noqa: F401
     engine_calls_summary,
 )
 from .matching import (  # noqa: F401
+    event_viewers_refresh,
     faces_detect_for_photo,
     faces_store,
     match_reject,

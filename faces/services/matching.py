@@ -95,6 +95,13 @@ def photos_viewers_refresh(*, photo_ids: Iterable[int]) -> None:
     )
 
 
+def event_viewers_refresh(*, event_id: int) -> None:
+    """The event is being deleted: after commit, its members' galleries must drop its photos."""
+    _galleries_changed(
+        Match.objects.filter(event_id=event_id, rejected=False).values_list("user_id", flat=True)
+    )
+
+
 def _galleries_changed(user_ids: Iterable[int]) -> None:
     """After commit, make these users' cached galleries stale at once."""
     user_ids = set(user_ids)

@@ -1,0 +1,84 @@
+"""Deleting an event, in the admin or anywhere else: its members' galleries empty at once, its
+photo files are deleted in the background, and nothing of another event is touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from core.generations import user_generation
+from faces.models import Match
+from photos import services as photos_services
+from photos import tasks as photos_tasks
+from photos.models import Event, Photo
+from photos.services import photo_ingest
+from tests.conftest import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def photo_in(event: Event, n: int) -> Photo:
+    upload = SimpleUploadedFile(f"p{n}.jpg", jpeg_bytes(colour=(60 * n, 90, 160)), "image/jpeg")
+    photo = photo_ingest(event=event, upload=upload, uploaded_by=None).photo
+    Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.DONE)
+    return photo
+
+
+@pytest.fixture
+def queued(monkeypatch) -> list[tuple]:
+    calls: list[tuple] = []
+    monkeypatch.setattr(photos_services, "async_task", lambda *args: calls.append(args))
+    return calls
+
+
+def test_deleting_an_event_in_the_admin_deletes_its_files_and_empties_galleries(
+    client, staff_user, event, attendee, queued, django_capture_on_commit_callbacks
+):
+    other = Event.objects.create(name="Race", slug="race", created_by=staff_user)
+    kept = photo_in(other, 1)
+    photos = [photo_in(event, n) for n in (2, 3)]
+    assert photos[0].pk != photos[1].pk
+    Match.objects.create(photo=photos[0], event=event, user=attendee, distance=0.3)
+    paths = [Path(p.original.path) for p in photos]
+    assert all(path.is_file() for path in paths)
+    generation = user_generation(attendee.pk)
+    event_id = event.pk
+
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(f"/admin/photos/event/{event_id}/delete/", {"post": "yes"})
+    assert answer.status_code == 302
+    assert not Event.objects.filter(pk=event_id).exists()
+    assert not Photo.objects.filter(event_id=event_id).exists()
+    assert user_generation(attendee.pk) != generation  # the gallery is stale at once
+    assert queued == [("photos.tasks.event_files_delete", event_id)]
+
+    assert photos_tasks.event_files_delete(event_id) == 2
+    assert not any(path.exists() for path in paths)
+    assert not (Path(settings.MEDIA_ROOT) / "photos" / str(event_id)).exists()
+    assert Path(kept.original.path).is_file()
+    # Run twice (a retried task): nothing left, nothing else touched.
+    assert photos_tasks.event_files_delete(event_id) == 0
+    assert Path(kept.original.path).is_file()
+
+
+def test_a_shell_delete_queues_the_files_task_too(
+    event, queued, django_capture_on_commit_callbacks
+):
+    photo_in(event, 1)
+    event_id = event.pk
+    with django_capture_on_commit_callbacks(execute=True):
+        Event.objects.filter(pk=event_id).delete()
+    assert queued == [("photos.tasks.event_files_delete", event_id)]
+    assert photos_tasks.event_files_delete(event_id) == 1
+
+
+def test_the_files_task_refuses_while_the_event_exists(event):
+    photo = photo_in(event, 1)
+    assert photos_tasks.event_files_delete(event.pk) == 0
+    assert Path(photo.original.path).is_file()
