@@ -232,13 +232,15 @@ AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
 AWS_CONNECT_TIMEOUT_S = env_float("AWS_CONNECT_TIMEOUT_S", 5.0)
 AWS_READ_TIMEOUT_S = env_float("AWS_READ_TIMEOUT_S", 30.0)
 
-if AWS_STORAGE_BUCKET_NAME:
-    from botocore.config import Config as _BotoConfig
 
-    _default_storage = {
+def s3_storage(bucket: str) -> dict:
+    """The default storage in an S3 bucket (also what tests/photos/test_s3_storage.py uses)."""
+    from botocore.config import Config
+
+    return {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "bucket_name": bucket,
             "region_name": AWS_S3_REGION_NAME,
             "endpoint_url": AWS_S3_ENDPOINT_URL,
             "signature_version": "s3v4",
@@ -246,7 +248,7 @@ if AWS_STORAGE_BUCKET_NAME:
             "default_acl": None,
             "querystring_auth": True,
             "querystring_expire": 3600,
-            "client_config": _BotoConfig(
+            "client_config": Config(
                 connect_timeout=AWS_CONNECT_TIMEOUT_S,
                 read_timeout=AWS_READ_TIMEOUT_S,
                 retries={"mode": "standard", "max_attempts": 5},
@@ -254,6 +256,10 @@ if AWS_STORAGE_BUCKET_NAME:
             ),
         },
     }
+
+
+if AWS_STORAGE_BUCKET_NAME:
+    _default_storage = s3_storage(AWS_STORAGE_BUCKET_NAME)
 else:
     _default_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
