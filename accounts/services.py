@@ -67,15 +67,12 @@ def selfie_store(*, user: User, upload: UploadedFile) -> Selfie:
 
 
 def selfie_delete(*, user_id: int) -> None:
-    """Delete the selfie row and, after commit, its file. Face vectors are the caller's job."""
+    """Delete the selfie row and, after commit, its file (accounts.apps deletes the file of
+    every deleted selfie). Face vectors are the caller's job."""
     with transaction.atomic():
         selfie = Selfie.objects.select_for_update().filter(user_id=user_id).first()
-        if selfie is None:
-            return
-        name = selfie.image.name
-        storage = selfie.image.storage
-        selfie.delete()
-        transaction.on_commit(lambda: storage.delete(name))
+        if selfie is not None:
+            selfie.delete()
 
 
 def credentials_check(*, user: User | None) -> User:
