@@ -45,15 +45,20 @@ def member_match_event(*, user_id: int, event_id: int) -> int:
     member = MemberRecord(
         user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref
     )
-    # The search runs outside the event lock: it may be a network call. A photo stored
-    # meanwhile is matched by its own task, which sees this member as indexed already.
-    # Plain tuples, not model instances: an event can hold 50,000 faces.
-    faces = [
-        FaceRecord(id=pk, photo_id=photo_id, descriptor=descriptor, engine_face_id=engine_id)
-        for pk, photo_id, descriptor, engine_id in Face.objects.filter(
-            event_id=event_id, engine=engine.name
-        ).values_list("pk", "photo_id", "descriptor", "engine_face_id")
-    ]
+    # The faces are read under the event's lock, which a photo's task holds from storing its
+    # faces to committing them: a photo either committed before this read, or reads the
+    # members after it, when this member is indexed already. One side sees the pair, never
+    # neither. (SQLite serialises writers, so there the lock is moot.) The search itself runs
+    # outside the lock: it may be a network call. Plain tuples, not model instances: an event
+    # can hold 50,000 faces.
+    with transaction.atomic():
+        _event_lock(event_id)
+        faces = [
+            FaceRecord(id=pk, photo_id=photo_id, descriptor=descriptor, engine_face_id=engine_id)
+            for pk, photo_id, descriptor, engine_id in Face.objects.filter(
+                event_id=event_id, engine=engine.name
+            ).values_list("pk", "photo_id", "descriptor", "engine_face_id")
+        ]
     fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
     return _member_merge(
         user_id=user_id,
