@@ -136,6 +136,7 @@ def populate(n_photos: int, n_members: int, my_matches: int) -> int:
     from django.db import transaction
 
     from accounts.models import User
+    from bench.rows import done_photo
     from faces.models import Match
     from photos.models import Event, Membership, Photo, Rendition
 
@@ -155,19 +156,11 @@ def populate(n_photos: int, n_members: int, my_matches: int) -> int:
         per_event = n_photos // n_events
         Photo.objects.bulk_create(
             (
-                Photo(
-                    event=events[i // per_event % n_events],
-                    sha256=f"{i:064x}",
-                    original=f"photos/{i}.jpg",
+                done_photo(
+                    i,
+                    events[i // per_event % n_events],
                     original_name=f"IMG_{i:05d}.JPG",
-                    content_type="image/jpeg",
-                    size=4_000_000,
-                    width=4000,
-                    height=3000,
-                    thumb_width=400,
-                    thumb_height=300,
                     placeholder="#788ca0",
-                    status=Photo.Status.DONE,
                     face_count=3,
                 )
                 for i in range(n_photos)

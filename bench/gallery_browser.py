@@ -87,6 +87,7 @@ def populate(n: int) -> int:
     from django.contrib.auth.hashers import make_password
 
     from accounts.models import User
+    from bench.rows import done_photo
     from faces.models import Match
     from photos.models import Event, Membership, Photo, Rendition
 
@@ -94,23 +95,7 @@ def populate(n: int) -> int:
     me = User.objects.create(username="guest", password=make_password(None))
     Membership.objects.create(user=me, event=event)
     photos = Photo.objects.bulk_create(
-        [
-            Photo(
-                event=event,
-                sha256=f"{i:064x}",
-                original=f"photos/{i}.jpg",
-                content_type="image/jpeg",
-                size=4_000_000,
-                width=4000,
-                height=3000,
-                thumb_width=400,
-                thumb_height=300,
-                placeholder="#8899aa",
-                status=Photo.Status.DONE,
-                face_count=2,
-            )
-            for i in range(n)
-        ]
+        [done_photo(i, event, placeholder="#8899aa", face_count=2) for i in range(n)]
     )
     Rendition.objects.bulk_create(
         [Rendition(photo=p, thumb=thumbnail(i), preview=b"") for i, p in enumerate(photos)]

@@ -22,8 +22,12 @@ from core.imaging import decode_upright, encode, resized
 from faces.engines.local import LocalEngine, _load_models
 
 
-def _found(truth: dict, boxes: list[tuple[float, float, float, float]]) -> tuple[int, int]:
-    """(member faces found, member faces), a face found when a box centre falls in it."""
+def _found(truth: dict, rects: list, scale: float) -> tuple[int, int]:
+    """(member faces found, member faces): a face is found when the centre of a dlib rect,
+    scaled by ``scale`` to the source photo, falls in it."""
+    boxes = [
+        (r.left() * scale, r.top() * scale, r.width() * scale, r.height() * scale) for r in rects
+    ]
     found = total = 0
     for face in truth["faces"]:
         if not face["member"]:
@@ -108,12 +112,7 @@ def stages(photos: list[tuple[Path, dict]], *, max_side: int = 1600, upsample: i
             cpu_rows[key].append(cpu)
         if n:
             per_face.append(desc_s / n)
-        scale = image.width / preview.width
-        boxes = [
-            (r.left() * scale, r.top() * scale, r.width() * scale, r.height() * scale)
-            for r in rects
-        ]
-        f, t = _found(truth, boxes)
+        f, t = _found(truth, rects, image.width / preview.width)
         found, total = found + f, total + t
         del image, preview, thumb
     out = {k: statistics.mean(v) for k, v in rows.items()}
@@ -190,12 +189,7 @@ def detect_variants(photos: list[tuple[Path, dict]], configs: list[tuple[int, in
             desc.append(e_s)
             detect_cpu.append(_cpu["detect"])
             desc_cpu.append(_cpu["descriptors"])
-            scale = image.width / work.width
-            boxes = [
-                (r.left() * scale, r.top() * scale, r.width() * scale, r.height() * scale)
-                for r in rects
-            ]
-            f, t = _found(truth, boxes)
+            f, t = _found(truth, rects, image.width / work.width)
             found, total = found + f, total + t
         out.append(
             {
