@@ -21,6 +21,16 @@ from PIL import Image, ImageOps
 from core.imaging import decode_upright, encode, resized
 from faces.engines.local import LocalEngine, _load_models
 
+# The steps photo_process runs, in order; their sum is the app's path for one photo.
+APP_STEPS = (
+    "decode_upright",
+    "resize_preview",
+    "resize_thumb",
+    "encode_preview",
+    "encode_thumb",
+    "faces_detect_total",
+)
+
 
 def _found(truth: dict, rects: list, scale: float) -> tuple[int, int]:
     """(member faces found, member faces): a face is found when the centre of a dlib rect,
@@ -117,29 +127,9 @@ def stages(photos: list[tuple[Path, dict]], *, max_side: int = 1600, upsample: i
         del image, preview, thumb
     out = {k: statistics.mean(v) for k, v in rows.items()}
     out["cpu"] = {k: statistics.mean(v) for k, v in cpu_rows.items()}
-    out["cpu"]["app_path_total"] = sum(
-        out["cpu"][k]
-        for k in (
-            "decode_upright",
-            "resize_preview",
-            "resize_thumb",
-            "encode_preview",
-            "encode_thumb",
-            "faces_detect_total",
-        )
-    )
+    out["cpu"]["app_path_total"] = sum(out["cpu"][k] for k in APP_STEPS)
     out["per_face_descriptor"] = statistics.mean(per_face) if per_face else 0.0
-    out["app_path_total"] = sum(
-        out[k]
-        for k in (
-            "decode_upright",
-            "resize_preview",
-            "resize_thumb",
-            "encode_preview",
-            "encode_thumb",
-            "faces_detect_total",
-        )
-    )
+    out["app_path_total"] = sum(out[k] for k in APP_STEPS)
     out["faces_found"] = found
     out["member_faces"] = total
     out["photos"] = len(photos)

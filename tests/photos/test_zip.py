@@ -6,6 +6,8 @@ import gc
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -20,6 +22,17 @@ pytestmark = pytest.mark.django_db
 
 URL = "/api/my-photos/download.zip"
 MB = 1024 * 1024
+
+
+@contextmanager
+def received_zip(answer) -> Iterator[zipfile.ZipFile]:
+    """The streamed answer, spooled to a temporary file (never memory) and opened as a zip."""
+    with tempfile.TemporaryFile() as fh:
+        for chunk in answer.streaming_content:
+            fh.write(chunk)
+        fh.seek(0)
+        with zipfile.ZipFile(fh) as archive:
+            yield archive
 
 
 def photos_with_originals(
@@ -82,16 +95,12 @@ def test_zip_is_valid_and_holds_exactly_my_originals(
     assert answer.streaming
     assert answer["Content-Type"] == "application/zip"
     assert answer["Content-Disposition"] == 'attachment; filename="findme-photos.zip"'
-    with tempfile.TemporaryFile() as fh:
-        for chunk in answer.streaming_content:
-            fh.write(chunk)
-        fh.seek(0)
-        with zipfile.ZipFile(fh) as archive:
-            assert archive.testzip() is None
-            names = archive.namelist()
-            assert names == [f"wedding/{p.pk}.jpg" for p in reversed(photos[:4])]  # newest first
-            for photo, data in zip(photos[:4], contents[:4], strict=True):
-                assert archive.read(f"wedding/{photo.pk}.jpg") == data
+    with received_zip(answer) as archive:
+        assert archive.testzip() is None
+        names = archive.namelist()
+        assert names == [f"wedding/{p.pk}.jpg" for p in reversed(photos[:4])]  # newest first
+        for photo, data in zip(photos[:4], contents[:4], strict=True):
+            assert archive.read(f"wedding/{photo.pk}.jpg") == data
 
 
 def test_event_filter_limits_the_zip(attendee, attendee_client, event):
@@ -103,13 +112,9 @@ def test_event_filter_limits_the_zip(attendee, attendee_client, event):
     answer = attendee_client.get(URL, {"event": "race"})
 
     assert answer["Content-Disposition"] == 'attachment; filename="findme-race.zip"'
-    with tempfile.TemporaryFile() as fh:
-        for chunk in answer.streaming_content:
-            fh.write(chunk)
-        fh.seek(0)
-        with zipfile.ZipFile(fh) as archive:
-            assert archive.namelist() == [f"race/{race_photo.pk}.jpg"]
-            assert archive.read(f"race/{race_photo.pk}.jpg") == b"race photo"
+    with received_zip(answer) as archive:
+        assert archive.namelist() == [f"race/{race_photo.pk}.jpg"]
+        assert archive.read(f"race/{race_photo.pk}.jpg") == b"race photo"
 
 
 def test_a_missing_original_is_left_out_and_the_zip_stays_valid(attendee, attendee_client, event):
@@ -118,23 +123,15 @@ def test_a_missing_original_is_left_out_and_the_zip_stays_valid(attendee, attend
 
     answer = attendee_client.get(URL)
 
-    with tempfile.TemporaryFile() as fh:
-        for chunk in answer.streaming_content:
-            fh.write(chunk)
-        fh.seek(0)
-        with zipfile.ZipFile(fh) as archive:
-            assert archive.testzip() is None
-            assert archive.namelist() == [f"wedding/{photos[1].pk}.jpg"]
+    with received_zip(answer) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == [f"wedding/{photos[1].pk}.jpg"]
 
 
 def test_empty_gallery_gives_an_empty_valid_zip(attendee_client):
     answer = attendee_client.get(URL)
-    with tempfile.TemporaryFile() as fh:
-        for chunk in answer.streaming_content:
-            fh.write(chunk)
-        fh.seek(0)
-        with zipfile.ZipFile(fh) as archive:
-            assert archive.namelist() == []
+    with received_zip(answer) as archive:
+        assert archive.namelist() == []
 
 
 def test_zip_needs_a_login_and_a_joined_event(attendee_client, event):
