@@ -44,6 +44,17 @@ class NotFound(ApplicationError):
     code = "not_found"
 
 
+class ServiceUnavailable(ApplicationError):
+    """A part the request needs (database, broker, cache, storage) is unreachable: try later."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 10, **kwargs: Any) -> None:
+        headers = {"Retry-After": str(retry_after), **kwargs.pop("headers", {})}
+        super().__init__(message, headers=headers, **kwargs)
+
+
 def error_body(code: str, message: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail or {}}}
 
