@@ -5,6 +5,8 @@ import uuid
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from core.jobs import JobFields
+
 
 class User(AbstractUser):
     """A FindMe account: staff run events, attendees find themselves in photos."""
@@ -18,7 +20,7 @@ def selfie_upload_to(instance: Selfie, filename: str) -> str:  # noqa: ARG001
     return f"selfies/{instance.user_id}/{uuid.uuid4().hex}.jpg"
 
 
-class Selfie(models.Model):
+class Selfie(JobFields):
     """An attendee's reference face: the photo they gave, their consent, and its descriptor."""
 
     class Status(models.TextChoices):
@@ -36,13 +38,12 @@ class Selfie(models.Model):
     # The engine's own handle for this face (e.g. a Rekognition FaceId / UserId).
     engine = models.CharField(max_length=32, blank=True)
     engine_ref = models.CharField(max_length=128, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     indexed_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(JobFields.Meta):
+        abstract = False
         indexes = [models.Index(fields=["status", "updated_at"], name="selfie_status_updated")]
         constraints = [
             models.CheckConstraint(

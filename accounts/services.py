@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 from rest_framework.authtoken.models import Token
 
-from core.errors import ApplicationError
+from core import jobs
+from core.errors import ApplicationError, ServiceUnavailable
 
 from .models import Selfie, User
 
 logger = logging.getLogger(__name__)
+
+# The selfie row is the record of its indexing; the face work itself lives above accounts and is
+# named by its dotted path.
+SELFIE_JOB = jobs.JobKind(
+    model=Selfie,
+    task="faces.tasks.member_index",
+    args=("user_id",),
+    queued=Selfie.Status.QUEUED,
+    running=Selfie.Status.INDEXING,
+    failed=Selfie.Status.FAILED,
+)
 
 
 def user_signup(*, username: str, email: str, password: str) -> tuple[User, str]:
@@ -34,36 +46,56 @@ def user_token(*, user: User) -> str:
 def selfie_store(*, user: User, upload: UploadedFile) -> Selfie:
     """Keep a new selfie (replacing any old one) and queue its indexing after commit.
 
-    The caller has checked the image and the consent; the consent time is now.
+    The caller has checked the image and the consent; the consent time is now. The file is
+    written first, outside the transaction, under a fresh name: the row never points at a file
+    that is not there, and the old file is deleted only once the new row is committed.
     """
-    old_name = None
-    with transaction.atomic():
-        selfie = Selfie.objects.select_for_update().filter(user=user).first()
-        if selfie is None:
-            selfie = Selfie(user=user)
-        else:
-            old_name = selfie.image.name
-        selfie.consent_at = timezone.now()
-        selfie.status = Selfie.Status.QUEUED
-        selfie.descriptor = None
-        selfie.engine_ref = ""
-        selfie.engine = ""
-        selfie.attempts = 0
-        selfie.error = ""
-        selfie.indexed_at = None
+    image_field = Selfie._meta.get_field("image")
+    storage = image_field.storage
+    try:
         upload.seek(0)
-        selfie.image.save("selfie.jpg", upload, save=False)
-        new_name = selfie.image.name
-        try:
+        new_name = storage.save(image_field.generate_filename(Selfie(user=user), ""), upload)
+    except Exception as exc:
+        logger.exception("storing the selfie of user %s failed", user.pk)
+        raise ServiceUnavailable(
+            "Your selfie could not be stored right now. Try again in a minute.", retry_after=30
+        ) from exc
+    old_name = None
+    try:
+        with transaction.atomic():
+            selfie = Selfie.objects.select_for_update().filter(user=user).first()
+            if selfie is None:
+                selfie = Selfie(user=user)
+            else:
+                old_name = selfie.image.name
+            selfie.image.name = new_name
+            selfie.consent_at = timezone.now()
+            selfie.status = Selfie.Status.QUEUED
+            selfie.descriptor = None
+            selfie.engine_ref = ""
+            selfie.engine = ""
+            selfie.attempts = 0
+            selfie.error = ""
+            selfie.indexed_at = None
+            selfie.not_before = None
+            selfie.lease_expires_at = None
+            selfie.dispatched_at = timezone.now()
             selfie.save()
-        except Exception:
-            selfie.image.storage.delete(new_name)
-            raise
-        user_id = user.pk
-        transaction.on_commit(lambda: async_task("faces.tasks.member_index", user_id))
+            jobs.dispatch_on_commit(SELFIE_JOB, selfie.pk)
+    except Exception:
+        with contextlib.suppress(Exception):
+            storage.delete(new_name)
+        raise
     if old_name and old_name != new_name:
-        transaction.on_commit(lambda: selfie.image.storage.delete(old_name))
+        transaction.on_commit(lambda: _file_delete_quietly(storage, old_name))
     return selfie
+
+
+def _file_delete_quietly(storage, name: str) -> None:
+    try:
+        storage.delete(name)
+    except Exception:  # noqa: BLE001 - an orphan file costs disk, never a selfie
+        logger.warning("could not delete the replaced selfie file %s", name)
 
 
 def selfie_delete(*, user_id: int) -> None:

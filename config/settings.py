@@ -192,8 +192,20 @@ PHOTO_QUEUE_WORKERS = env_int("PHOTO_QUEUE_WORKERS", 3, minimum=1)
 PHOTO_QUEUE_RETRIES = env_int("PHOTO_QUEUE_RETRIES", 3, minimum=1)
 PHOTO_QUEUE_MAX_SIZE = env_int("PHOTO_QUEUE_MAX_SIZE", 1000, minimum=1)
 PHOTO_TASK_TIMEOUT = env_int("PHOTO_TASK_TIMEOUT", 300, minimum=10)
-# A photo left in queued/processing longer than this is handed to the queue again by the sweep.
-PHOTO_STUCK_AFTER_S = env_int("PHOTO_STUCK_AFTER_S", PHOTO_TASK_TIMEOUT + 120, minimum=30)
+# One retry policy for every queued row (core/jobs.py): attempts, exponential back-off with
+# jitter, and the lease a worker keeps alive while it works. A worker that dies is noticed when
+# its lease runs out, and its row is queued again by the next sweep (every minute, and within
+# TASK_SWEEP_EVERY_S while work is finishing): lost work is redone within two minutes.
+TASK_MAX_ATTEMPTS = PHOTO_QUEUE_RETRIES
+TASK_RETRY_BASE_S = env_float("TASK_RETRY_BASE_S", 10.0)
+TASK_RETRY_MAX_S = env_float("TASK_RETRY_MAX_S", 300.0)
+TASK_LEASE_S = env_int("TASK_LEASE_S", 30, minimum=5)
+TASK_HEARTBEAT_S = env_int("TASK_HEARTBEAT_S", max(1, TASK_LEASE_S // 3), minimum=1)
+# A message handed to the broker this long ago, and overtaken or gone, is handed over again.
+TASK_REDISPATCH_AFTER_S = env_int("TASK_REDISPATCH_AFTER_S", 60, minimum=5)
+TASK_SWEEP_EVERY_S = env_int("TASK_SWEEP_EVERY_S", 20, minimum=1)
+if TASK_HEARTBEAT_S >= TASK_LEASE_S:
+    raise ImproperlyConfigured("TASK_HEARTBEAT_S must be shorter than TASK_LEASE_S")
 
 Q_CLUSTER = {
     "name": env_str("Q_CLUSTER_NAME", "findme"),

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from core.jobs import JobFields
+
 
 class Face(models.Model):
     """One face found in one photo. Boxes are fractions of the upright photo (0..1)."""
@@ -112,20 +114,36 @@ class CollectionFace(models.Model):
         return f"{self.face_id} of photo {self.photo_id}"
 
 
-class MemberSearch(models.Model):
-    """How far a member's faces were searched for in an event: every face of the event up to
-    ``faces_through`` (a Face id). A batched re-match searches only members behind the newest
-    face, so each search call is spent once per member and batch."""
+class MemberSearch(JobFields):
+    """A member in an event: the record of their back-match, and how far they were searched.
 
+    Every face of the event up to ``faces_through`` (a Face id) was searched for this member.
+    A batched re-match searches only members behind the newest face, so each search call is spent
+    once per member and batch.
+
+    It is also the queued row of the member's back-match (``faces.tasks.member_match_event``):
+    a selfie indexed, or an event joined, queues one per member and event, and the job sweep
+    completes any that was lost or failed (core/jobs.py).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
     faces_through = models.BigIntegerField(default=0)
-    searched_at = models.DateTimeField()
+    searched_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(JobFields.Meta):
+        abstract = False
         constraints = [
             models.UniqueConstraint(fields=["user", "event"], name="membersearch_unique"),
         ]
+        indexes = [models.Index(fields=["status", "user"], name="membersearch_status_user")]
 
     def __str__(self) -> str:
         return f"user {self.user_id} in event {self.event_id} through face {self.faces_through}"

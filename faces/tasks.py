@@ -13,10 +13,6 @@ def member_match_event(user_id: int, event_id: int) -> int:
     return services.member_match_event(user_id=user_id, event_id=event_id)
 
 
-def members_sweep() -> int:
-    return services.members_sweep()
-
-
 def event_rematch(event_id: int) -> int:
     return services.event_rematch(event_id=event_id)
 

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from core.jobs import JobFields
+
 
 def join_code_new() -> str:
     return secrets.token_urlsafe(6)
@@ -54,7 +56,7 @@ def photo_upload_to(instance: Photo, filename: str) -> str:  # noqa: ARG001
     )
 
 
-class Photo(models.Model):
+class Photo(JobFields):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         PROCESSING = "processing", "Processing"
@@ -78,8 +80,6 @@ class Photo(models.Model):
     # Average colour of the photo, shown while its thumbnail loads.
     placeholder = models.CharField(max_length=7, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
     face_count = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -92,7 +92,8 @@ class Photo(models.Model):
         "image/heic": "heic",
     }
 
-    class Meta:
+    class Meta(JobFields.Meta):
+        abstract = False
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(

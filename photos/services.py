@@ -7,19 +7,17 @@ import logging
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
-from django_q.tasks import async_task
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from accounts.models import User
-from core.errors import ApplicationError, NotFound
+from core import jobs
+from core.errors import ApplicationError, NotFound, ServiceUnavailable
 from core.imaging import ImageRejected, average_colour, decode_upright, encode, inspect, resized
 from faces import services as faces_services
 
@@ -31,6 +29,14 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 THUMB_MAX_SIDE = 400
 PREVIEW_MAX_SIDE = 1600
 PHOTO_TASK = "photos.tasks.photo_process"
+PHOTO_JOB = jobs.JobKind(
+    model=Photo,
+    task=PHOTO_TASK,
+    args=("pk",),
+    queued=Photo.Status.QUEUED,
+    running=Photo.Status.PROCESSING,
+    failed=Photo.Status.FAILED,
+)
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -56,12 +62,10 @@ def event_join(*, user: User, slug: str, join_code: str) -> Event:
     event = Event.objects.filter(slug=slug).first()
     if event is None or not join_code or join_code.strip() != event.join_code:
         raise NotFound("No event matches this link or code. Check the code you were given.")
-    _, created = Membership.objects.get_or_create(user=user, event=event)
-    if created:
-        user_id, event_id = user.pk, event.pk
-        transaction.on_commit(
-            lambda: async_task("faces.tasks.member_match_event", user_id, event_id)
-        )
+    with transaction.atomic():
+        _, created = Membership.objects.get_or_create(user=user, event=event)
+        if created:
+            faces_services.member_backmatch_request(user_id=user.pk, event_id=event.pk)
     return event
 
 
@@ -141,30 +145,50 @@ def photo_ingest(
         width=info.width,
         height=info.height,
         taken_at=info.taken_at,
+        dispatched_at=timezone.now(),
     )
-    stored_name = None
+    # The file first, outside any transaction: a long copy (or an upload to S3) holds no
+    # database lock, and a row never exists without its file. The name is the content's hash
+    # within the event, so a concurrent upload of the same bytes writes the same bytes there.
+    storage = photo.original.storage
+    try:
+        upload.seek(0)
+        stored_name = storage.save(photo.original.field.generate_filename(photo, ""), upload)
+    except Exception as exc:
+        logger.exception("storing the original of a photo for event %s failed", event.pk)
+        raise ServiceUnavailable(
+            "The photo could not be stored right now. Send it again in a minute.",
+            retry_after=30,
+        ) from exc
+    photo.original.name = stored_name
     try:
         with transaction.atomic():
-            # The row first: a concurrent upload of the same bytes fails here and writes nothing.
-            photo.original.name = photo.original.field.generate_filename(photo, "")
             photo.save()
-            upload.seek(0)
-            stored_name = photo.original.storage.save(photo.original.name, upload)
-            if stored_name != photo.original.name:
-                Photo.objects.filter(pk=photo.pk).update(original=stored_name)
-                photo.original.name = stored_name
-            photo_id = photo.pk
-            transaction.on_commit(lambda: async_task(PHOTO_TASK, photo_id))
+            # Handed to the broker after commit; if the broker is down, the row stays queued and
+            # the job sweep hands it over later. The answer does not depend on the broker.
+            jobs.dispatch_on_commit(PHOTO_JOB, photo.pk)
     except IntegrityError:
         existing = _photo_existing(event, actual)
         if existing is None:
+            _file_delete_unless_owned(event, actual, stored_name)
             raise
+        # The same bytes arrived at once: the stored file is the other row's, and stays.
         return IngestResult(photo=existing, created=False)
     except Exception:
-        if stored_name:
-            photo.original.storage.delete(stored_name)
+        _file_delete_unless_owned(event, actual, stored_name)
         raise
     return IngestResult(photo=photo, created=True)
+
+
+def _file_delete_unless_owned(event: Event, sha256: str, name: str) -> None:
+    """The row was not stored: remove its file, unless a row of the same bytes owns it (a
+    concurrent upload). When the database cannot say, the file stays: a file without a row
+    costs disk; a row without its file loses a photo."""
+    try:
+        if not Photo.objects.filter(event=event, sha256=sha256).exists():
+            Photo._meta.get_field("original").storage.delete(name)
+    except Exception:  # noqa: BLE001 - the database or storage is down: keep the file
+        logger.warning("could not tell whether %s is still needed; it stays", name)
 
 
 def _display_name(name: str | None) -> str:
@@ -187,55 +211,63 @@ def photo_process(*, photo_id: int) -> str:
     """Process one photo: claim, decode once, thumbnail and preview, faces, matches, done.
 
     Idempotent: a worker that loses the claim returns; a rerun replaces faces and matches.
-    Returns the status the photo was left in (or 'skipped' when another worker has it).
+    A failed attempt is retried by the one policy of core/jobs.py. Returns the status the photo
+    was left in (or 'skipped' when another worker has it, or it is not due).
     """
-    now = timezone.now()
-    claimed = Photo.objects.filter(pk=photo_id, status=Photo.Status.QUEUED).update(
-        status=Photo.Status.PROCESSING, attempts=F("attempts") + 1, updated_at=now
-    )
-    if not claimed:
+    token = jobs.claim(PHOTO_JOB, photo_id)
+    if token is None:
         return "skipped"
-    photo = Photo.objects.get(pk=photo_id)
     try:
-        with photo.original.open("rb") as fh:
-            image = decode_upright(fh, max_side=PREVIEW_MAX_SIDE)
-        preview_image = resized(image, PREVIEW_MAX_SIDE)
-        del image
-        thumb_image = resized(preview_image, THUMB_MAX_SIDE)
-        preview = encode(preview_image, "JPEG", quality=85)
-        thumb = encode(thumb_image, "WEBP", quality=80)
-        detected = faces_services.faces_detect_for_photo(
-            event_id=photo.event_id,
-            photo_id=photo.pk,
-            image=preview_image,
-            source=lambda: _decode_full(photo),
-        )
-        with transaction.atomic():
-            faces_services.faces_store(
-                event_id=photo.event_id, photo_id=photo.pk, detected=detected
-            )
-            finished = Photo.objects.filter(pk=photo.pk, status=Photo.Status.PROCESSING).update(
-                status=Photo.Status.DONE,
-                thumb_width=thumb_image.width,
-                thumb_height=thumb_image.height,
-                width=preview_image.width if not photo.width else photo.width,
-                height=preview_image.height if not photo.height else photo.height,
-                placeholder=average_colour(thumb_image),
-                face_count=len(detected),
-                error="",
-                processed_at=timezone.now(),
-                updated_at=timezone.now(),
-            )
-            if not finished:
-                # Swept back to the queue meanwhile: leave the row to the newer run.
-                transaction.set_rollback(True)
-                return "skipped"
-            Rendition.objects.update_or_create(
-                photo_id=photo.pk, defaults={"thumb": thumb, "preview": preview}
-            )
-        return Photo.Status.DONE
+        with jobs.lease_kept(PHOTO_JOB, photo_id, token):
+            status = _photo_work(photo_id, token)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        # The bytes themselves are bad: another attempt would fail the same way.
+        status = jobs.attempt_failed(PHOTO_JOB, photo_id, token, exc, final=True)
     except Exception as exc:
-        return _photo_failed(photo, exc)
+        logger.exception("photo %s: attempt %s failed", photo_id, token)
+        status = jobs.attempt_failed(PHOTO_JOB, photo_id, token, exc)
+    jobs.sweep_soon()
+    return status
+
+
+def _photo_work(photo_id: int, token: int) -> str:
+    photo = Photo.objects.get(pk=photo_id)
+    with photo.original.open("rb") as fh:
+        image = decode_upright(fh, max_side=PREVIEW_MAX_SIDE)
+    preview_image = resized(image, PREVIEW_MAX_SIDE)
+    del image
+    thumb_image = resized(preview_image, THUMB_MAX_SIDE)
+    preview = encode(preview_image, "JPEG", quality=85)
+    thumb = encode(thumb_image, "WEBP", quality=80)
+    detected = faces_services.faces_detect_for_photo(
+        event_id=photo.event_id,
+        photo_id=photo.pk,
+        image=preview_image,
+        source=lambda: _decode_full(photo),
+    )
+    with transaction.atomic():
+        faces_services.faces_store(event_id=photo.event_id, photo_id=photo.pk, detected=detected)
+        finished = jobs.held(PHOTO_JOB, photo.pk, token).update(
+            status=Photo.Status.DONE,
+            thumb_width=thumb_image.width,
+            thumb_height=thumb_image.height,
+            width=preview_image.width if not photo.width else photo.width,
+            height=preview_image.height if not photo.height else photo.height,
+            placeholder=average_colour(thumb_image),
+            face_count=len(detected),
+            error="",
+            lease_expires_at=None,
+            processed_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        if not finished:
+            # This run lost its lease and the row went to a newer run: leave it to that one.
+            transaction.set_rollback(True)
+            return "skipped"
+        Rendition.objects.update_or_create(
+            photo_id=photo.pk, defaults={"thumb": thumb, "preview": preview}
+        )
+    return Photo.Status.DONE
 
 
 def _decode_full(photo: Photo) -> Image.Image:
@@ -244,36 +276,23 @@ def _decode_full(photo: Photo) -> Image.Image:
         return decode_upright(fh)
 
 
-def _photo_failed(photo: Photo, exc: Exception) -> str:
-    attempts = Photo.objects.filter(pk=photo.pk).values_list("attempts", flat=True).first() or 0
-    message = f"{exc.__class__.__name__}: {exc}"[:2000]
-    if attempts >= settings.PHOTO_QUEUE_RETRIES:
-        logger.exception("photo %s failed for good after %s attempts", photo.pk, attempts)
-        Photo.objects.filter(pk=photo.pk, status=Photo.Status.PROCESSING).update(
-            status=Photo.Status.FAILED, error=message, updated_at=timezone.now()
-        )
-        return Photo.Status.FAILED
-    logger.warning("photo %s attempt %s failed, queued again: %s", photo.pk, attempts, message)
-    with transaction.atomic():
-        requeued = Photo.objects.filter(pk=photo.pk, status=Photo.Status.PROCESSING).update(
-            status=Photo.Status.QUEUED, error=message, updated_at=timezone.now()
-        )
-        if requeued:
-            photo_id = photo.pk
-            transaction.on_commit(lambda: async_task(PHOTO_TASK, photo_id))
-    return Photo.Status.QUEUED
-
-
 def photo_reprocess(*, photo_id: int) -> bool:
     """Staff: scan a photo again (after a failure, or a change of engine or threshold)."""
     with transaction.atomic():
         updated = Photo.objects.filter(
             pk=photo_id, status__in=[Photo.Status.DONE, Photo.Status.FAILED]
-        ).update(status=Photo.Status.QUEUED, attempts=0, error="", updated_at=timezone.now())
+        ).update(
+            status=Photo.Status.QUEUED,
+            attempts=0,
+            error="",
+            not_before=None,
+            dispatched_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
         if updated:
             # It leaves the galleries until it is done again: they must not wait for the cache.
             faces_services.photos_viewers_refresh(photo_ids=[photo_id])
-            transaction.on_commit(lambda: async_task(PHOTO_TASK, photo_id))
+            jobs.dispatch_on_commit(PHOTO_JOB, photo_id)
     return bool(updated)
 
 
@@ -292,7 +311,7 @@ def photos_delete(*, photo_ids: list[int]) -> int:
 
 def event_deleted(*, event_id: int) -> None:
     """An event row is being deleted: after commit, delete its photo files in the background."""
-    transaction.on_commit(lambda: async_task("photos.tasks.event_files_delete", event_id))
+    transaction.on_commit(lambda: jobs.enqueue("photos.tasks.event_files_delete", event_id))
 
 
 def event_files_delete(*, event_id: int) -> int:
@@ -321,37 +340,16 @@ def _folder_delete(storage, folder: str) -> int:
     return len(files) + sum(_folder_delete(storage, f"{folder}/{sub}") for sub in folders)
 
 
-def photos_sweep() -> int:
-    """Hand back to the queue every photo stuck in queued or processing past the deadline.
-
-    The broker can lose a task (Redis has no delivery receipts; a killed worker loses what it
-    held); the photo row is the record of what is left to do.
-    """
-    deadline = timezone.now() - timedelta(seconds=settings.PHOTO_STUCK_AFTER_S)
-    stuck = Photo.objects.filter(
-        Q(status=Photo.Status.QUEUED) | Q(status=Photo.Status.PROCESSING), updated_at__lt=deadline
-    )
-    # A photo that keeps killing its worker (out of memory, say) fails instead of looping.
-    Photo.objects.filter(
-        status=Photo.Status.PROCESSING,
-        updated_at__lt=deadline,
-        attempts__gte=settings.PHOTO_QUEUE_RETRIES,
-    ).update(
-        status=Photo.Status.FAILED,
-        error="The worker processing this photo stopped (killed or timed out) on every attempt.",
-        updated_at=timezone.now(),
-    )
-    count = 0
-    for photo_id in stuck.values_list("pk", flat=True)[:5000]:
-        with transaction.atomic():
-            moved = Photo.objects.filter(
-                Q(status=Photo.Status.QUEUED) | Q(status=Photo.Status.PROCESSING),
-                pk=photo_id,
-                updated_at__lt=deadline,
-            ).update(status=Photo.Status.QUEUED, updated_at=timezone.now())
-            if moved:
-                count += 1
-                transaction.on_commit(lambda pid=photo_id: async_task(PHOTO_TASK, pid))
-    if count:
-        logger.info("sweep handed %s stuck photos back to the queue", count)
-    return count
+def jobs_sweep() -> dict[str, jobs.SweepResult]:
+    """Find every queued row whose task was lost and hand it over again (core/jobs.py): photos,
+    selfies and back-matches. Runs every minute, and sooner while work is finishing."""
+    kinds = [PHOTO_JOB, *faces_services.JOB_KINDS]
+    broker_size = jobs.broker_queue_size()
+    frontier = jobs.claimed_frontier(kinds)
+    results = {}
+    for kind in kinds:
+        result = jobs.kind_sweep(kind, broker_size=broker_size, frontier=frontier)
+        results[kind.task] = result
+        if result.expired or result.failed or result.dispatched or result.redispatched:
+            logger.info("sweep of %s: %s", kind.task, result)
+    return results

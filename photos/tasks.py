@@ -9,8 +9,8 @@ def photo_process(photo_id: int) -> str:
     return services.photo_process(photo_id=photo_id)
 
 
-def photos_sweep() -> int:
-    return services.photos_sweep()
+def jobs_sweep() -> str:
+    return repr(services.jobs_sweep())
 
 
 def event_files_delete(event_id: int) -> int:

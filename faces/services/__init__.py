@@ -23,11 +23,13 @@ from .matching import (  # noqa: F401
     photos_viewers_refresh,
 )
 from .members import (  # noqa: F401
+    BACKMATCH_JOB,
     CONSENT_TRUE,
+    JOB_KINDS,
+    member_backmatch_request,
     member_forget,
     member_index,
     member_match_event,
-    members_sweep,
     selfie_register,
 )
 from .rounds import (  # noqa: F401

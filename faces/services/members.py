@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Q
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from accounts.models import Selfie
-from accounts.services import selfie_delete, selfie_store
+from accounts.services import SELFIE_JOB, selfie_delete, selfie_store
+from core import jobs
 from core.errors import ApplicationError
 from core.imaging import ImageRejected, decode_upright, encode, inspect, resized
 
 from ..engines import engine_get
 from ..engines.base import EngineError, FaceRecord, MemberRecord
-from ..models import Face, Match
+from ..models import Face, Match, MemberSearch
 from .matching import _event_lock, _galleries_changed, _member_merge
 
 logger = logging.getLogger(__name__)
@@ -28,19 +27,95 @@ Event = Face.event.field.related_model
 Membership = Event.memberships.rel.related_model
 
 
+BACKMATCH_JOB = jobs.JobKind(
+    model=MemberSearch,
+    task="faces.tasks.member_match_event",
+    args=("user_id", "event_id"),
+    queued=MemberSearch.Status.QUEUED,
+    running=MemberSearch.Status.RUNNING,
+    failed=MemberSearch.Status.FAILED,
+    # A back-match waits, undispatched, for its member's selfie to be indexed.
+    ready=Q(user__selfie__status=Selfie.Status.INDEXED),
+)
+# Every kind of queued row the faces app owns, for the job sweep.
+JOB_KINDS = (SELFIE_JOB, BACKMATCH_JOB)
+
+
+def member_backmatch_request(*, user_id: int, event_id: int, dispatch: bool = True) -> MemberSearch:
+    """Record that the member must be matched against the event's stored photos, and hand it
+    to the queue after commit (or leave it to the caller, who runs it at once).
+
+    The row is the record: until the back-match is done, the job sweep sees it queued and
+    completes it, whatever happened to the message."""
+    now = timezone.now()
+    fields = {
+        "status": MemberSearch.Status.QUEUED,
+        "attempts": 0,
+        "error": "",
+        "not_before": None,
+        "lease_expires_at": None,
+        "dispatched_at": now if dispatch else None,
+    }
+    with transaction.atomic():
+        row, created = MemberSearch.objects.get_or_create(
+            user_id=user_id, event_id=event_id, defaults=fields
+        )
+        if not created:
+            MemberSearch.objects.filter(pk=row.pk).update(**fields)
+        if dispatch:
+            jobs.dispatch_on_commit(BACKMATCH_JOB, row.pk)
+    return row
+
+
 def member_match_event(*, user_id: int, event_id: int) -> int:
     """Back-match one indexed member against every face already stored in one event.
 
-    Each photo where the member may appear is re-assigned with its current matches, so a face
-    moves to the new member only when they are nearer than its present owner.
+    Runs as the member's back-match job (claimed, leased, retried by core/jobs.py). Each photo
+    where the member may appear is re-assigned with its current matches, so a face moves to the
+    new member only when they are nearer than its present owner. Returns the member's matches.
     """
+    pk = (
+        MemberSearch.objects.filter(user_id=user_id, event_id=event_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if pk is None:  # called without a request (a shell, a bench): record one first
+        pk = member_backmatch_request(user_id=user_id, event_id=event_id, dispatch=False).pk
+    token = jobs.claim(BACKMATCH_JOB, pk)
+    if token is None:
+        return 0
+    try:
+        with jobs.lease_kept(BACKMATCH_JOB, pk, token):
+            found = _member_backmatch(user_id=user_id, event_id=event_id)
+            if found is None:
+                # The selfie is not indexed (yet): wait, undispatched, for member_index.
+                jobs.held(BACKMATCH_JOB, pk, token).update(
+                    status=MemberSearch.Status.QUEUED,
+                    attempts=token - 1,
+                    dispatched_at=None,
+                    lease_expires_at=None,
+                )
+                return 0
+            jobs.held(BACKMATCH_JOB, pk, token).update(
+                status=MemberSearch.Status.DONE, error="", lease_expires_at=None
+            )
+            return found
+    except Exception as exc:
+        logger.exception("back-match of user %s in event %s failed", user_id, event_id)
+        jobs.attempt_failed(BACKMATCH_JOB, pk, token, exc)
+        return 0
+
+
+def _member_backmatch(*, user_id: int, event_id: int) -> int | None:
     engine = engine_get()
     selfie = (
         Selfie.objects.filter(user_id=user_id, status=Selfie.Status.INDEXED)
         .only("user_id", "descriptor", "engine_ref")
         .first()
     )
-    if selfie is None or not Membership.objects.filter(user_id=user_id, event_id=event_id).exists():
+    if selfie is None:
+        return None
+    if not Membership.objects.filter(user_id=user_id, event_id=event_id).exists():
         return 0
     member = MemberRecord(
         user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref
@@ -73,46 +148,66 @@ def member_index(*, user_id: int) -> bool:
 
     The claim is a conditional UPDATE on the selfie row: of any number of workers, in any number
     of processes or machines, exactly one moves it from queued to indexing. The others return.
+    A failure is retried by the one policy of core/jobs.py; a selfie the engine refuses fails.
     """
-    claimed = Selfie.objects.filter(user_id=user_id, status=Selfie.Status.QUEUED).update(
-        status=Selfie.Status.INDEXING, attempts=F("attempts") + 1, updated_at=timezone.now()
-    )
-    if not claimed:
+    pk = Selfie.objects.filter(user_id=user_id).values_list("pk", flat=True).first()
+    if pk is None:
         return False
-    selfie = Selfie.objects.get(user_id=user_id)
-    engine = engine_get()
-    event_ids = list(Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True))
+    token = jobs.claim(SELFIE_JOB, pk)
+    if token is None:
+        return False
     try:
-        with selfie.image.open("rb") as fh:
-            image = decode_upright(fh)
-        enrollment = engine.member_enroll(user_id=user_id, event_ids=event_ids, image=image)
+        with jobs.lease_kept(SELFIE_JOB, pk, token):
+            event_ids = _member_enroll(user_id=user_id, pk=pk, token=token)
     except (EngineError, OSError) as exc:
         logger.warning("indexing the selfie of user %s failed: %s", user_id, exc)
-        Selfie.objects.filter(pk=selfie.pk, status=Selfie.Status.INDEXING).update(
-            status=Selfie.Status.FAILED, error=str(exc)[:1000], updated_at=timezone.now()
-        )
+        jobs.attempt_failed(SELFIE_JOB, pk, token, str(exc), final=True)
         return False
-    except Exception:
-        # Transient (network, throttling): hand it back to the queue, which retries.
-        Selfie.objects.filter(pk=selfie.pk, status=Selfie.Status.INDEXING).update(
-            status=Selfie.Status.QUEUED, updated_at=timezone.now()
-        )
-        raise
-    updated = Selfie.objects.filter(pk=selfie.pk, status=Selfie.Status.INDEXING).update(
-        status=Selfie.Status.INDEXED,
-        descriptor=enrollment.descriptor,
-        engine=engine.name,
-        engine_ref=enrollment.engine_ref,
-        indexed_at=timezone.now(),
-        error="",
-        updated_at=timezone.now(),
-    )
-    if not updated:  # deleted or replaced meanwhile: its vectors must not linger
-        engine.member_forget(user_id=user_id, engine_ref=enrollment.engine_ref, event_ids=event_ids)
+    except Exception as exc:
+        logger.exception("indexing the selfie of user %s failed", user_id)
+        jobs.attempt_failed(SELFIE_JOB, pk, token, exc)
         return False
+    if event_ids is None:
+        return False
+    # Each event's back-match is its own job: a failure in one is retried alone, and the job
+    # sweep completes any that this process does not (it was killed, the database was locked).
     for event_id in event_ids:
         member_match_event(user_id=user_id, event_id=event_id)
     return True
+
+
+def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
+    """Compute and store the selfie's vector; record a back-match per event. Returns the
+    events to back-match, or None when the selfie was deleted or replaced meanwhile."""
+    selfie = Selfie.objects.get(pk=pk)
+    engine = engine_get()
+    event_ids = list(Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True))
+    with selfie.image.open("rb") as fh:
+        image = decode_upright(fh)
+    enrollment = engine.member_enroll(user_id=user_id, event_ids=event_ids, image=image)
+    with transaction.atomic():
+        updated = jobs.held(SELFIE_JOB, pk, token).update(
+            status=Selfie.Status.INDEXED,
+            descriptor=enrollment.descriptor,
+            engine=engine.name,
+            engine_ref=enrollment.engine_ref,
+            indexed_at=timezone.now(),
+            error="",
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+        if updated:
+            # Read again in the transaction that marks the selfie indexed: an event joined
+            # since the read above is back-matched too (or its join saw the selfie indexed).
+            event_ids = list(
+                Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True)
+            )
+            for event_id in event_ids:
+                member_backmatch_request(user_id=user_id, event_id=event_id, dispatch=False)
+    if not updated:  # deleted or replaced meanwhile: its vectors must not linger
+        engine.member_forget(user_id=user_id, engine_ref=enrollment.engine_ref, event_ids=event_ids)
+        return None
+    return event_ids
 
 
 def member_forget(*, user_id: int) -> None:
@@ -129,30 +224,9 @@ def member_forget(*, user_id: int) -> None:
         for event_id in sorted(event_ids):
             _event_lock(event_id)
         Match.objects.filter(user_id=user_id).delete()
+        MemberSearch.objects.filter(user_id=user_id).delete()
         selfie_delete(user_id=user_id)
         _galleries_changed([user_id])
-
-
-def members_sweep() -> int:
-    """Re-enqueue selfies left queued or indexing past the deadline (lost tasks, dead workers)."""
-    deadline = timezone.now() - timedelta(seconds=settings.PHOTO_STUCK_AFTER_S)
-    stuck = list(
-        Selfie.objects.filter(
-            status__in=[Selfie.Status.QUEUED, Selfie.Status.INDEXING], updated_at__lt=deadline
-        ).values_list("user_id", flat=True)[:5000]
-    )
-    for user_id in stuck:
-        with transaction.atomic():
-            moved = Selfie.objects.filter(
-                user_id=user_id,
-                status__in=[Selfie.Status.QUEUED, Selfie.Status.INDEXING],
-                updated_at__lt=deadline,
-            ).update(status=Selfie.Status.QUEUED, updated_at=timezone.now())
-            if moved:
-                transaction.on_commit(
-                    lambda uid=user_id: async_task("faces.tasks.member_index", uid)
-                )
-    return len(stuck)
 
 
 CONSENT_TRUE = {"true", "1", "yes", "on"}

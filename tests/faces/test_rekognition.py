@@ -36,6 +36,12 @@ pytestmark = pytest.mark.django_db
 THRESHOLD = 95.0
 
 
+@pytest.fixture(autouse=True)
+def _retries_at_once(settings):
+    """Retries here wait no back-off (the back-off itself is tested in tests/photos/test_tasks)."""
+    settings.TASK_RETRY_BASE_S = 0
+
+
 @pytest.fixture
 def engine(settings, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

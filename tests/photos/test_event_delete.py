@@ -9,9 +9,9 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from core import jobs
 from core.generations import user_generation
 from faces.models import Match
-from photos import services as photos_services
 from photos import tasks as photos_tasks
 from photos.models import Event, Photo
 from photos.services import photo_ingest
@@ -30,7 +30,7 @@ def photo_in(event: Event, n: int) -> Photo:
 @pytest.fixture
 def queued(monkeypatch) -> list[tuple]:
     calls: list[tuple] = []
-    monkeypatch.setattr(photos_services, "async_task", lambda *args: calls.append(args))
+    monkeypatch.setattr(jobs, "enqueue", lambda *args: calls.append(args) or True)
     return calls
 
 

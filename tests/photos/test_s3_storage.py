@@ -106,10 +106,10 @@ def test_deleting_an_event_empties_its_folder_of_the_bucket(
         )
     assert len(keys(bucket)) == 4
 
-    from photos import services as photos_services
+    from core import jobs
 
     queued = []
-    monkeypatch.setattr(photos_services, "async_task", lambda *args: queued.append(args))
+    monkeypatch.setattr(jobs, "enqueue", lambda *args: queued.append(args) or True)
     event_id = event.pk
     with django_capture_on_commit_callbacks(execute=True):
         event.delete()

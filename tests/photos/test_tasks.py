@@ -17,7 +17,13 @@ from faces.models import Face, Match
 from faces.services import match_reject, member_index
 from photos import tasks
 from photos.models import Membership, Photo
-from photos.services import photo_ingest, photo_process, photo_reprocess, photos_sweep
+from photos.services import (
+    PHOTO_JOB,
+    jobs_sweep,
+    photo_ingest,
+    photo_process,
+    photo_reprocess,
+)
 from tests.conftest import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -64,12 +70,27 @@ def test_a_second_run_of_a_finished_photo_changes_nothing(event, staff_user):
     assert Photo.objects.filter(pk=photo.pk).values("updated_at", "attempts").get() == before
 
 
+def _backoff_passes(photo: Photo) -> None:
+    """Time passes: the retry's back-off is over."""
+    Photo.objects.filter(pk=photo.pk).update(not_before=timezone.now() - timedelta(seconds=1))
+
+
 def test_a_photo_fails_after_the_last_retry_with_a_readable_error(event, staff_user, settings):
-    settings.PHOTO_QUEUE_RETRIES = 3
+    settings.TASK_MAX_ATTEMPTS = 3
+    settings.TASK_RETRY_BASE_S = 10
     photo = ingest_bytes(event, staff_user, jpeg_bytes())
     Path(photo.original.path).unlink()  # the storage lost the file
-    assert photo_process(photo_id=photo.pk) == Photo.Status.QUEUED
-    assert photo_process(photo_id=photo.pk) == Photo.Status.QUEUED
+    waits = []
+    for _ in range(2):
+        started = timezone.now()
+        assert photo_process(photo_id=photo.pk) == Photo.Status.QUEUED
+        photo.refresh_from_db()
+        waits.append((photo.not_before - started).total_seconds())
+        assert photo.dispatched_at is None  # handed over again only when the back-off is over
+        assert photo_process(photo_id=photo.pk) == "skipped"  # not before its back-off
+        _backoff_passes(photo)
+    # Exponential back-off with jitter: 10 s then 20 s, each scaled by 0.5-1.0.
+    assert 5 <= waits[0] <= 10.5 and 10 <= waits[1] <= 20.5
     assert photo_process(photo_id=photo.pk) == Photo.Status.FAILED
     photo.refresh_from_db()
     assert photo.status == Photo.Status.FAILED
@@ -78,24 +99,28 @@ def test_a_photo_fails_after_the_last_retry_with_a_readable_error(event, staff_u
     assert photo_process(photo_id=photo.pk) == "skipped"
 
 
-def test_one_bad_photo_does_not_stop_the_others(event, staff_user, settings):
-    settings.PHOTO_QUEUE_RETRIES = 1
+def test_one_bad_photo_does_not_stop_the_others(event, staff_user):
     bad = ingest_bytes(event, staff_user, jpeg_bytes(colour=(1, 1, 1)))
     good = ingest_bytes(event, staff_user, jpeg_bytes(colour=(200, 200, 200)))
-    Path(bad.original.path).write_bytes(b"\xff\xd8\xff\xe0 scrambled \xff\xd9")
-    # The task returns normally: the queue moves on to the next photo.
+    Path(bad.original.path).write_bytes(b"not an image at all, whatever its name says")
+    # The task returns normally: the queue moves on to the next photo. Bytes that are no image
+    # fail at once: no retry could read them.
     assert tasks.photo_process(bad.pk) == Photo.Status.FAILED
+    assert "UnidentifiedImageError" in Photo.objects.get(pk=bad.pk).error
     assert tasks.photo_process(good.pk) == Photo.Status.DONE
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failed_attempt_is_queued_again_through_the_broker(event, staff_user, settings):
-    settings.PHOTO_QUEUE_RETRIES = 3
+def test_a_retry_is_handed_to_the_broker_by_the_sweep_once_due(event, staff_user):
     photo = ingest_bytes(event, staff_user, jpeg_bytes())
-    before = _queued_tasks()
     Path(photo.original.path).unlink()
     photo_process(photo_id=photo.pk)
+    before = _queued_tasks()
+    assert jobs_sweep()[PHOTO_JOB.task].dispatched == 0  # the back-off is not over
+    _backoff_passes(photo)
+    assert jobs_sweep()[PHOTO_JOB.task].dispatched == 1
     assert _queued_tasks() == before + 1
+    assert Photo.objects.get(pk=photo.pk).dispatched_at is not None
 
 
 def _queued_tasks() -> int:
@@ -108,31 +133,36 @@ def _queued_tasks() -> int:
     return OrmQ.objects.count()
 
 
-def test_sweep_requeues_photos_left_behind_by_a_dead_worker(event, staff_user, settings):
-    settings.PHOTO_STUCK_AFTER_S = 60
+def test_sweep_requeues_at_once_a_photo_whose_worker_stopped_beating(event, staff_user):
     stuck = ingest_bytes(event, staff_user, jpeg_bytes(colour=(5, 5, 5)))
-    fresh = ingest_bytes(event, staff_user, jpeg_bytes(colour=(9, 9, 9)))
-    old = timezone.now() - timedelta(minutes=5)
-    # A worker claimed it and died: processing, long ago.
+    alive = ingest_bytes(event, staff_user, jpeg_bytes(colour=(9, 9, 9)))
+    now = timezone.now()
+    # Two workers claimed a photo each; one died 40 s ago, the other is still beating.
     Photo.objects.filter(pk=stuck.pk).update(
-        status=Photo.Status.PROCESSING, attempts=1, updated_at=old
+        status=Photo.Status.PROCESSING, attempts=1, lease_expires_at=now - timedelta(seconds=1)
     )
-    Photo.objects.filter(pk=fresh.pk).update(status=Photo.Status.PROCESSING, attempts=1)
-    assert photos_sweep() == 1
-    assert Photo.objects.get(pk=stuck.pk).status == Photo.Status.QUEUED
-    assert Photo.objects.get(pk=fresh.pk).status == Photo.Status.PROCESSING
+    Photo.objects.filter(pk=alive.pk).update(
+        status=Photo.Status.PROCESSING, attempts=1, lease_expires_at=now + timedelta(seconds=20)
+    )
+    result = jobs_sweep()[PHOTO_JOB.task]
+    assert (result.expired, result.dispatched) == (1, 1)
+    stuck.refresh_from_db()
+    assert stuck.status == Photo.Status.QUEUED and stuck.dispatched_at is not None
+    assert Photo.objects.get(pk=alive.pk).status == Photo.Status.PROCESSING
     assert photo_process(photo_id=stuck.pk) == Photo.Status.DONE
-    assert photos_sweep() == 0
+    assert Photo.objects.get(pk=stuck.pk).attempts == 2
+    assert jobs_sweep()[PHOTO_JOB.task].expired == 0
 
 
 def test_sweep_fails_a_photo_that_killed_its_worker_on_every_attempt(event, staff_user, settings):
-    settings.PHOTO_STUCK_AFTER_S = 60
-    settings.PHOTO_QUEUE_RETRIES = 3
+    settings.TASK_MAX_ATTEMPTS = 3
     photo = ingest_bytes(event, staff_user, jpeg_bytes())
     Photo.objects.filter(pk=photo.pk).update(
-        status=Photo.Status.PROCESSING, attempts=3, updated_at=timezone.now() - timedelta(hours=1)
+        status=Photo.Status.PROCESSING,
+        attempts=3,
+        lease_expires_at=timezone.now() - timedelta(seconds=5),
     )
-    photos_sweep()
+    assert jobs_sweep()[PHOTO_JOB.task].failed == 1
     photo.refresh_from_db()
     assert photo.status == Photo.Status.FAILED
     assert "stopped" in photo.error
