@@ -125,8 +125,23 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------------
-DB_POOL_SIZE = env_int("DB_POOL_SIZE", 20, minimum=1)
-DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 50, minimum=0)
+# PostgreSQL connections per process (psycopg pool): DB_POOL_SIZE are opened at the process's first
+# query and kept open (min_size); up to DB_MAX_OVERFLOW more are opened only while threads need
+# them at once, and closed again after about 10 idle minutes. The defaults open nothing before a
+# query and hold at most two: a sync web worker's request, or a task plus its lease heartbeat.
+# README "Sizing database connections" gives the fleet's total; core/checks.py compares it with
+# the server's max_connections.
+DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0, minimum=0)
+DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 2, minimum=0)
+if DB_POOL_SIZE + DB_MAX_OVERFLOW < 1:
+    raise ImproperlyConfigured("DB_POOL_SIZE + DB_MAX_OVERFLOW must be at least 1")
+# The fleet that shares one PostgreSQL, read by that check only. WEB_CONCURRENCY is gunicorn's own
+# variable (its default worker count), so one value can serve both.
+WEB_MACHINES = env_int("WEB_MACHINES", 2, minimum=0)
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 4, minimum=1)
+WORKER_MACHINES = env_int("WORKER_MACHINES", 2, minimum=0)
+# Used when the check cannot ask the server (SHOW max_connections).
+DB_MAX_CONNECTIONS = env_int("DB_MAX_CONNECTIONS", 100, minimum=1)
 DATABASE_URL = env_str("DATABASE_URL")
 
 if DATABASE_URL:

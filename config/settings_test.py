@@ -8,9 +8,10 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")  # noqa: S105
 os.environ.setdefault("DJANGO_DEBUG", "0")
-# Each test process and each worker it starts holds a pool: keep them small.
-os.environ.setdefault("DB_POOL_SIZE", "1")
-os.environ.setdefault("DB_MAX_OVERFLOW", "6")
+# Each test process and each worker it starts holds a pool: nothing open before a query, and
+# room for a live server's request threads beside the test's own connection.
+os.environ.setdefault("DB_POOL_SIZE", "0")
+os.environ.setdefault("DB_MAX_OVERFLOW", "7")
 os.environ.setdefault("PHOTO_QUEUE_WORKERS", "2")
 
 from config.settings import *  # noqa: E402, F403

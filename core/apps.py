@@ -50,6 +50,7 @@ class CoreConfig(AppConfig):
         from django_q.signals import pre_execute
 
         pre_execute.connect(_forget_logged_queries, dispatch_uid="findme-reset-queries")
+        from core import checks  # noqa: F401 - registers the system checks
 
 
 def _forget_logged_queries(sender, **kwargs) -> None:  # noqa: ARG001
