@@ -103,6 +103,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so its process_exception runs first: an outage answers 503, never 500.
+    "core.middleware.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

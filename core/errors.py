@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
+import sys
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError as DjangoInterfaceError
+from django.db import OperationalError as DjangoOperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
+
+from .cache import CacheUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +67,160 @@ def error_body(code: str, message: str, detail: dict[str, Any] | None = None) ->
     return {"error": {"code": code, "message": message, "detail": detail or {}}}
 
 
+# --- outages: a part the request needs is unreachable -> 503, never 500 ---------------------------
+@dataclass(frozen=True)
+class Outage:
+    service: str  # database | redis | cache | storage | aws
+    message: str
+    retry_after: int
+
+    def error(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            self.message, retry_after=self.retry_after, detail={"service": self.service}
+        )
+
+
+_OUTAGES = {
+    outage.service: outage
+    for outage in (
+        Outage(
+            "database",
+            "The database is unreachable right now, so this could not be done. "
+            "Try again in a few seconds.",
+            10,
+        ),
+        Outage(
+            "redis",
+            "The queue server (Redis) is unreachable right now, so this could not be done. "
+            "Try again in a few seconds.",
+            10,
+        ),
+        Outage(
+            "cache",
+            "The cache server is unreachable right now, so this could not be done. "
+            "Try again in a few seconds.",
+            10,
+        ),
+        Outage(
+            "storage",
+            "Photo storage is unreachable or full right now, so this could not be done. "
+            "Try again in a minute; if it lasts, tell the event's organiser.",
+            30,
+        ),
+        Outage(
+            "aws",
+            "An AWS service this needs is unreachable right now, so this could not be done. "
+            "Try again in a minute.",
+            30,
+        ),
+    )
+}
+
+# SQLite result codes (primary, the low byte) that say "busy, locked, disk or file trouble":
+# transient, or the operator's to fix. Anything else (SQLITE_ERROR: "no such table", a syntax
+# error) is a bug and stays a 500.
+_SQLITE_TRANSIENT = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+}
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT}
+
+
+def _loaded(module: str) -> Any:
+    """A driver's module if this process imported it. One that was never imported cannot have
+    raised, so the mapping costs no import (botocore alone takes a good part of a second)."""
+    return sys.modules.get(module)
+
+
+def _sqlite_transient(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(exc)
+    return (code & 0xFF) in _SQLITE_TRANSIENT
+
+
+def _is_psycopg(exc: BaseException) -> bool:
+    psycopg = _loaded("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)
+
+
+def _psycopg_outage(exc: BaseException) -> bool:
+    psycopg = _loaded("psycopg")
+    if psycopg is None or not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    # Class 54 (program limit exceeded: too many columns, statement too complex) is the
+    # query's fault; every other OperationalError (connection lost, admin shutdown, disk full,
+    # too many clients, serialization failure, pool timeout) passes with time.
+    return not (getattr(exc, "sqlstate", None) or "").startswith("54")
+
+
+def _service_of(exc: BaseException) -> str | None:
+    if isinstance(exc, DjangoOperationalError | DjangoInterfaceError):
+        driver = exc.__cause__  # Django re-raises the driver's error "from" it
+        if isinstance(driver, sqlite3.Error):
+            return "database" if _sqlite_transient(driver) else None
+        if _is_psycopg(driver):
+            return "database" if _psycopg_outage(driver) else None
+        return "database"
+    if isinstance(exc, sqlite3.OperationalError):
+        return "database" if _sqlite_transient(exc) else None
+    if _psycopg_outage(exc):  # psycopg_pool.PoolTimeout is a psycopg.OperationalError
+        return "database"
+    if isinstance(exc, CacheUnavailable):
+        return "cache"
+    redis_exceptions = _loaded("redis.exceptions")
+    if redis_exceptions is not None and isinstance(
+        exc, redis_exceptions.ConnectionError | redis_exceptions.TimeoutError
+    ):
+        return "redis"
+    botocore_exceptions = _loaded("botocore.exceptions")
+    if botocore_exceptions is not None and isinstance(
+        exc,
+        botocore_exceptions.EndpointConnectionError
+        | botocore_exceptions.ConnectTimeoutError
+        | botocore_exceptions.ReadTimeoutError
+        | botocore_exceptions.ConnectionClosedError,
+    ):
+        endpoint = str(getattr(exc, "kwargs", {}).get("endpoint_url", ""))
+        return "aws" if "rekognition" in endpoint else "storage"
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return "storage"
+    return None
+
+
+def outage_of(exc: BaseException) -> Outage | None:
+    """The outage ``exc`` reports, or None: then it is a bug, and a bug stays a 500.
+
+    Follows explicit chaining (``raise ... from``), a few links deep, so a service that wraps
+    a driver's error in its own keeps the meaning.
+    """
+    current: BaseException | None = exc
+    for _ in range(5):
+        if current is None:
+            return None
+        service = _service_of(current)
+        if service is not None:
+            return _OUTAGES[service]
+        current = current.__cause__
+    return None
+
+
+def outage_logged(exc: BaseException, outage: Outage, where: str) -> None:
+    logger.warning(
+        "%s unreachable at %s, answered 503: %s: %s",
+        outage.service,
+        where,
+        type(exc).__name__,
+        exc,
+    )
+
+
 _DRF_CODES: list[tuple[type[Exception], str, str]] = [
     (drf.NotAuthenticated, "not_authenticated", "Log in, or send 'Authorization: Token <key>'."),
     (drf.AuthenticationFailed, "authentication_failed", "The credentials were not accepted."),
@@ -88,6 +250,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             status=exc.status_code,
             headers=exc.headers,
         )
+    if (outage := outage_of(exc)) is not None:
+        request = context.get("request")
+        outage_logged(exc, outage, request.path if request is not None else "an API view")
+        return api_exception_handler(outage.error(), context)
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
