@@ -153,6 +153,10 @@ if DATABASE_URL:
         # pool must not cross a fork: core.apps installs the hook that makes it safe for
         # django-q2's forked workers.
         _db["CONN_MAX_AGE"] = 0
+        # With a pool, Django hands psycopg_pool ConnectionPool.check_connection: each connection
+        # is tested before it is handed out, so after a PostgreSQL restart a dead one is replaced
+        # instead of failing the request or task that drew it.
+        _db["CONN_HEALTH_CHECKS"] = True
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": DB_POOL_SIZE,
             "max_size": DB_POOL_SIZE + DB_MAX_OVERFLOW,
