@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +54,8 @@ class JobFields(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     # A retry waits for its back-off: no claim before this.
     not_before = models.DateTimeField(null=True, blank=True, editable=False)
+    # The worker of the last claim, as host:pid (for staff, and for faults to be aimed).
+    claimed_by = models.CharField(max_length=100, blank=True, editable=False)
 
     class Meta:
         abstract = True
@@ -81,6 +85,10 @@ def retry_delay(attempts: int) -> float:
     with jitter so that rows that failed together (an outage) do not come back together."""
     base = settings.TASK_RETRY_BASE_S * 2 ** max(0, attempts - 1)
     return min(settings.TASK_RETRY_MAX_S, base) * random.uniform(0.5, 1.0)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:100]
 
 
 def lease_expiry() -> datetime:
@@ -144,6 +152,7 @@ def claim(kind: JobKind, pk) -> int | None:
             attempts=F("attempts") + 1,
             lease_expires_at=lease_expiry(),
             not_before=None,
+            claimed_by=worker_name(),
         )
     )
     if not claimed:

@@ -220,7 +220,7 @@ def photo_process(*, photo_id: int) -> str:
     try:
         with jobs.lease_kept(PHOTO_JOB, photo_id, token):
             status = _photo_work(photo_id, token)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except (ImageRejected, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         # The bytes themselves are bad: another attempt would fail the same way.
         status = jobs.attempt_failed(PHOTO_JOB, photo_id, token, exc, final=True)
     except Exception as exc:

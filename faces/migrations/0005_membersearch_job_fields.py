@@ -14,6 +14,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name="membersearch",
+            name="claimed_by",
+            field=models.CharField(blank=True, editable=False, max_length=100),
+        ),
+        migrations.AddField(
             model_name='membersearch',
             name='attempts',
             field=models.PositiveSmallIntegerField(default=0),

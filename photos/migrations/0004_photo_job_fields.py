@@ -11,6 +11,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name="photo",
+            name="claimed_by",
+            field=models.CharField(blank=True, editable=False, max_length=100),
+        ),
+        migrations.AddField(
             model_name='photo',
             name='dispatched_at',
             field=models.DateTimeField(blank=True, editable=False, null=True),
