@@ -162,6 +162,10 @@ if DATABASE_URL:
             "max_size": DB_POOL_SIZE + DB_MAX_OVERFLOW,
             "timeout": env_int("DB_POOL_TIMEOUT", 10, minimum=1),
         }
+        # psycopg_pool retries a failed connect with doubling delays until reconnect_timeout
+        # (default 300 s), so after a long outage the next try could come minutes after
+        # PostgreSQL is back. Giving up within a request's wait lets the next request try at once.
+        _db["OPTIONS"]["pool"]["reconnect_timeout"] = _db["OPTIONS"]["pool"]["timeout"]
         _db["OPTIONS"].setdefault("connect_timeout", 5)
     DATABASES = {"default": _db}
 else:
