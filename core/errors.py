@@ -91,8 +91,8 @@ _OUTAGES = {
         ),
         Outage(
             "redis",
-            "The queue server (Redis) is unreachable right now, so this could not be done. "
-            "Try again in a few seconds.",
+            "The queue and cache server (Redis) is unreachable right now, so this could not be "
+            "done. Try again in a few seconds.",
             10,
         ),
         Outage(
