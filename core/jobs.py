@@ -28,7 +28,7 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -39,9 +39,6 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
-
-SWEEP_TASK = "photos.tasks.jobs_sweep"
-
 
 class JobFields(models.Model):
     """What every queued row carries besides its own status."""
@@ -158,6 +155,28 @@ def claim(kind: JobKind, pk) -> int | None:
     if not claimed:
         return None
     return kind.model._default_manager.filter(pk=pk).values_list("attempts", flat=True).first()
+
+
+def claim_next(kind: JobKind, pk) -> tuple[object, int] | None:
+    """Answer a message for row ``pk`` with the row that should run now: a rescued row first
+    (its worker died or it failed before: it has waited once already, and its new message sits
+    at the back of the queue), else ``pk`` itself, else, when ``pk`` is gone or taken, the
+    oldest due row. Each message thus starts at most one row, and the queue's messages and the
+    due rows stay balanced whatever was lost or sent twice. Returns (pk, token) or None."""
+    due = (
+        kind.rows(kind.queued)
+        .filter(kind.ready)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
+    )
+    for other in due.filter(attempts__gte=1).order_by("pk").values_list("pk", flat=True)[:5]:
+        if (token := claim(kind, other)) is not None:
+            return other, token
+    if (token := claim(kind, pk)) is not None:
+        return pk, token
+    for other in due.order_by("pk").values_list("pk", flat=True)[:5]:
+        if (token := claim(kind, other)) is not None:
+            return other, token
+    return None
 
 
 def held(kind: JobKind, pk, token: int) -> models.QuerySet:
@@ -302,13 +321,19 @@ def kind_sweep(
     return result
 
 
-def sweep_soon() -> None:
-    """Ask for a sweep now, at most once per ``TASK_SWEEP_EVERY_S`` across the fleet. Called as
-    work finishes, so that a busy cluster recovers lost rows in seconds; the schedule (every
-    minute) covers an idle one. A cache that is down only skips this."""
+def sweep_soon(sweep: Callable[[], object]) -> None:
+    """Run ``sweep`` here and now, at most once per ``TASK_SWEEP_EVERY_S`` across the fleet.
+
+    Called by workers as they finish work, so that a busy cluster finds lost rows within
+    seconds. It runs in the worker, not through the queue: a sweep queued behind a backlog of
+    photos would wait for all of them. The schedule (every minute, through the queue) covers an
+    idle cluster, whose queue is empty. A cache that is down only skips this."""
     try:
         if not cache.add("jobs:sweep-soon", 1, timeout=settings.TASK_SWEEP_EVERY_S):
             return
     except Exception:  # noqa: BLE001
         return
-    enqueue(SWEEP_TASK)
+    try:
+        sweep()
+    except Exception:  # noqa: BLE001 - the scheduled sweep will try again
+        logger.exception("the job sweep failed")

@@ -210,13 +210,17 @@ def photos_existing(*, event: Event, hashes: list[str]) -> list[str]:
 def photo_process(*, photo_id: int) -> str:
     """Process one photo: claim, decode once, thumbnail and preview, faces, matches, done.
 
-    Idempotent: a worker that loses the claim returns; a rerun replaces faces and matches.
-    A failed attempt is retried by the one policy of core/jobs.py. Returns the status the photo
-    was left in (or 'skipped' when another worker has it, or it is not due).
+    The message names a photo, but a rescued photo (its worker died, or it failed before) goes
+    first, and a message whose photo is gone or taken starts the oldest due one: see
+    core.jobs.claim_next. Idempotent: a rerun replaces faces and matches. A failed attempt is
+    retried by the one policy of core/jobs.py. Returns the status the photo it worked on was
+    left in ('skipped' when no photo was due).
     """
-    token = jobs.claim(PHOTO_JOB, photo_id)
-    if token is None:
+    claimed = jobs.claim_next(PHOTO_JOB, photo_id)
+    if claimed is None:
+        jobs.sweep_soon(jobs_sweep)
         return "skipped"
+    photo_id, token = claimed
     try:
         with jobs.lease_kept(PHOTO_JOB, photo_id, token):
             status = _photo_work(photo_id, token)
@@ -226,7 +230,7 @@ def photo_process(*, photo_id: int) -> str:
     except Exception as exc:
         logger.exception("photo %s: attempt %s failed", photo_id, token)
         status = jobs.attempt_failed(PHOTO_JOB, photo_id, token, exc)
-    jobs.sweep_soon()
+    jobs.sweep_soon(jobs_sweep)
     return status
 
 

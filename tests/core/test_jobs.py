@@ -298,3 +298,18 @@ def test_a_join_before_the_selfie_is_indexed_waits_for_it(
     assert faces_services.member_index(user_id=user.pk)
     assert Match.objects.filter(user=user, photo=photo, rejected=False).count() == 1
     assert MemberSearch.objects.get(pk=row.pk).status == MemberSearch.Status.DONE
+
+
+def test_a_rescued_photo_goes_before_the_backlog_and_a_spare_message_takes_the_next(event):
+    backlog = [_photo(event, n, status=Photo.Status.QUEUED, dispatched_ago=30) for n in (1, 2, 3)]
+    rescued = _photo(event, 4, status=Photo.Status.QUEUED, dispatched_ago=1)
+    Photo.objects.filter(pk=rescued.pk).update(attempts=1)  # its worker died once
+    # The next message, whichever photo it names, starts the rescued one: its own new message
+    # sits behind the whole backlog.
+    assert jobs.claim_next(PHOTO_JOB, backlog[0].pk) == (rescued.pk, 2)
+    assert jobs.claim_next(PHOTO_JOB, backlog[0].pk) == (backlog[0].pk, 1)
+    # The rescued photo's own message arrives later: its photo is taken, so it starts the oldest
+    # due photo instead. Messages and due rows stay balanced.
+    assert jobs.claim_next(PHOTO_JOB, rescued.pk) == (backlog[1].pk, 1)
+    assert jobs.claim_next(PHOTO_JOB, backlog[1].pk) == (backlog[2].pk, 1)
+    assert jobs.claim_next(PHOTO_JOB, backlog[2].pk) is None  # nothing is due: a no-op
