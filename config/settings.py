@@ -313,6 +313,12 @@ STORAGES = {
 # --- Uploads --------------------------------------------------------------------------------------
 PHOTO_MAX_UPLOAD_MB = env_int("PHOTO_MAX_UPLOAD_MB", 50, minimum=1)
 PHOTO_MAX_PIXELS = env_int("PHOTO_MAX_PIXELS", 100_000_000, minimum=1_000_000)
+# A selfie is decoded in the web process (its faces are counted before it is kept), so it has its
+# own limit, checked from the header. Phones' front cameras save 8-12 MP, and the largest save
+# 50 MP sensors' full 8160x6144 or 8192x6144 (50.3 MP); a library photo from a 48 MP iPhone is
+# 8064x6048. 52 MP admits all of them; beyond it are only opt-in 60-200 MP modes and crafted
+# files. The cost stays bounded below it: see core.imaging.decode_upright.
+SELFIE_MAX_PIXELS = env_int("SELFIE_MAX_PIXELS", 52_000_000, minimum=1_000_000)
 # Every upload goes to a temporary file as it arrives (never held whole in memory), hashed on the
 # way: see core.uploads.
 FILE_UPLOAD_HANDLERS = ["core.uploads.HashingUploadHandler"]

@@ -243,9 +243,19 @@ def selfie_register(*, user, upload, consent: str) -> tuple[Selfie, int]:
             code="consent_required",
             detail={"consent": ["Consent is required."]},
         )
+    # This runs in the web process: the selfie is judged by its header, then decoded at a bounded
+    # scale. A JPEG is read at the DCT scale (1/2 to 1/8) nearest above the stored side, which
+    # holds under (2 x 2048)^2 = 16.8 MP; a PNG, WebP, HEIC or progressive JPEG cannot be read
+    # smaller, so it may have no more pixels than that, above every phone's front camera (8-12 MP).
+    side = 2048
     try:
-        inspect(upload, max_pixels=settings.PHOTO_MAX_PIXELS)
-        image = decode_upright(upload)
+        inspect(upload, max_pixels=settings.SELFIE_MAX_PIXELS)
+        image = decode_upright(
+            upload,
+            max_side=side,
+            max_pixels=settings.SELFIE_MAX_PIXELS,
+            max_decoded_pixels=(2 * side) ** 2,
+        )
     except ImageRejected as exc:
         raise ApplicationError(exc.message, code=exc.code) from None
     # Counting the faces of a selfie is done offline by dlib whatever the engine: it is free,
@@ -264,6 +274,6 @@ def selfie_register(*, user, upload, consent: str) -> tuple[Selfie, int]:
             detail={"faces_found": len(faces)},
         )
     # Stored as an upright JPEG: a phone's HEIC becomes something every engine reads.
-    jpeg = encode(resized(image, 2048), "JPEG", quality=90)
+    jpeg = encode(resized(image, side), "JPEG", quality=90)
     stored = SimpleUploadedFile("selfie.jpg", jpeg, content_type="image/jpeg")
     return selfie_store(user=user, upload=stored), 1
