@@ -85,3 +85,24 @@ def jpeg_bytes(
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format="JPEG", **save)
     return buffer.getvalue()
+
+
+def face_photo_variants(faces_dir: Path, count: int, *, side: int = 560) -> list[bytes]:
+    """``count`` distinct photos (one pixel differs) of the real faces in ../shared/faces, at a
+    size dlib takes in a fraction of a second: for tests of the lifecycle, not of recall."""
+    sources = sorted((faces_dir / "people").glob("*/*.jpg")) + [
+        faces_dir / "groups" / "two_people.jpg"
+    ]
+    images = []
+    for path in sources:
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((side, side))
+        images.append(image)
+    out = []
+    for n in range(count):
+        image = images[n % len(images)].copy()
+        image.putpixel((n % image.width, 0), (n % 256, (n // 256) % 256, 11))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out

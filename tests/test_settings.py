@@ -82,7 +82,7 @@ def test_database_and_redis_urls_switch_to_pooled_postgres_and_redis():
     assert parsed["pool"]["min_size"] == 7
     assert parsed["pool"]["max_size"] == 12
     assert parsed["conn_max_age"] == 0
-    assert parsed["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert parsed["cache"] == "core.cache.TolerantRedisCache"  # Django's RedisCache, down = miss
     assert parsed["broker"] == "redis"
     assert parsed["workers"] == 5
     assert parsed["debug"] is False

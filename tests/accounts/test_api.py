@@ -231,7 +231,13 @@ def test_queue_stats_have_the_contract_shape(staff_client, attendee_client):
 def test_health_reports_database_and_broker(client):
     answer = client.get("/api/health/")
     assert answer.status_code == 200
-    assert answer.json() == {"database": "ok", "broker": "ok", "workers": "none"}
+    assert answer.json() == {
+        "database": "ok",
+        "broker": "ok",
+        "cache": "ok",
+        "storage": "ok",
+        "workers": "none",
+    }
 
 
 def test_health_is_503_when_the_broker_is_down(client, monkeypatch):
