@@ -21,6 +21,7 @@ print(json.dumps({
     "conn_max_age": db.get("CONN_MAX_AGE"),
     "cache": settings.CACHES["default"]["BACKEND"],
     "broker": "redis" if "redis" in settings.Q_CLUSTER else "orm",
+    "broker_url": settings.Q_CLUSTER.get("redis"),
     "workers": settings.Q_CLUSTER["workers"],
     "retry": settings.Q_CLUSTER["retry"],
     "timeout": settings.Q_CLUSTER["timeout"],
@@ -84,6 +85,10 @@ def test_database_and_redis_urls_switch_to_pooled_postgres_and_redis():
     assert parsed["conn_max_age"] == 0
     assert parsed["cache"] == "core.cache.TolerantRedisCache"  # Django's RedisCache, down = miss
     assert parsed["broker"] == "redis"
+    # redis-py has no timeouts by default: an unreachable broker must not hang an upload.
+    assert parsed["broker_url"] == (
+        "redis://cache.example:6379/0?socket_connect_timeout=2&socket_timeout=5"
+    )
     assert parsed["workers"] == 5
     assert parsed["debug"] is False
 
