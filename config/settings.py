@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -252,7 +253,14 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    # django-q2 builds its Redis client from this URL with redis-py's defaults: no timeouts, so
+    # an enqueue to an unreachable Redis could hang an upload. The read timeout must outlast
+    # the broker's 1 s blocking pop.
+    _broker_url = urlsplit(REDIS_URL)
+    _broker_query = dict(parse_qsl(_broker_url.query))
+    _broker_query.setdefault("socket_connect_timeout", "2")
+    _broker_query.setdefault("socket_timeout", "5")
+    Q_CLUSTER["redis"] = urlunsplit(_broker_url._replace(query=urlencode(_broker_query)))
 else:
     Q_CLUSTER["orm"] = "default"
 
