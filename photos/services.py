@@ -334,6 +334,26 @@ def event_files_delete(*, event_id: int) -> int:
     return deleted
 
 
+def event_files_sweep() -> int:
+    """Delete the folders of events that no longer exist.
+
+    The safety net for a lost ``event_files_delete`` (the broker was down when the event was
+    deleted, or the task died): a deleted event leaves no row to be the record, so the folders
+    in storage are. Returns how many files it deleted.
+    """
+    storage = Photo._meta.get_field("original").storage
+    try:
+        folders, _ = storage.listdir("photos")
+    except FileNotFoundError:
+        return 0
+    ids = {int(name) for name in folders if name.isdigit()}
+    gone = ids - set(Event.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    deleted = sum(event_files_delete(event_id=event_id) for event_id in sorted(gone))
+    if deleted:
+        logger.info("event files sweep: %s files of %s deleted events", deleted, len(gone))
+    return deleted
+
+
 def _folder_delete(storage, folder: str) -> int:
     try:
         folders, files = storage.listdir(folder)

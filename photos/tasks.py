@@ -15,3 +15,7 @@ def jobs_sweep() -> str:
 
 def event_files_delete(event_id: int) -> int:
     return services.event_files_delete(event_id=event_id)
+
+
+def event_files_sweep() -> int:
+    return services.event_files_sweep()

@@ -26,6 +26,10 @@ DESCRIPTOR_SIZE = 128
 # full-resolution image when the caller can provide it.
 SMALL_FACE_PX = 50
 _models_lock = threading.Lock()
+# dlib's detector and networks are not safe to call from two threads at once: two selfie checks
+# in one threaded web process (gunicorn gthread, runserver) aborted the whole process in
+# dlib (SIGABRT). One process runs one dlib computation at a time; across processes, _capped.
+_compute_lock = threading.Lock()
 _models: tuple | None = None
 
 
@@ -124,7 +128,7 @@ class LocalEngine:
             )
         pixels = np.asarray(work)
         width, height = work.size
-        with _capped():
+        with _capped(), _compute_lock:
             found = self._faces_find(pixels, width, height, source)
         # Reading order, so that a face's index is stable across runs.
         found.sort(key=lambda f: (round(f.top, 2), f.left))

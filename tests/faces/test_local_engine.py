@@ -130,3 +130,37 @@ def test_a_large_face_never_asks_for_the_source(engine, faces_dir):
         raise AssertionError("decoded for nothing")
 
     assert len(engine.faces_detect(portrait, source=source)) == 1
+
+
+def test_threads_of_one_process_can_check_faces_at_once(faces_dir):
+    """A threaded web process checks several selfies at once. dlib aborted the whole process
+    (SIGABRT) when two threads ran it together; run in a child so that a regression fails this
+    test instead of killing the test run."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = f"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings_test")
+import django
+django.setup()
+from core.imaging import decode_upright
+from faces.engines.local import LocalEngine
+engine = LocalEngine(threshold=0.5)
+paths = sorted(Path({str(faces_dir)!r}, "people").glob("*/*.jpg"))[:8]
+images = [decode_upright(open(p, "rb"), max_side=1024) for p in paths]
+alone = [len(engine.faces_detect(image)) for image in images]
+with ThreadPoolExecutor(max_workers=6) as pool:
+    together = list(pool.map(lambda image: len(engine.faces_detect(image)), images * 3))
+assert together == alone * 3, (alone, together)
+print("faces", alone)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "faces [1, 1, 1, 1, 1, 1, 1, 1]"

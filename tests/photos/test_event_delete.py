@@ -82,3 +82,19 @@ def test_the_files_task_refuses_while_the_event_exists(event):
     photo = photo_in(event, 1)
     assert photos_tasks.event_files_delete(event.pk) == 0
     assert Path(photo.original.path).is_file()
+
+
+def test_files_of_an_event_deleted_while_the_broker_was_down_are_swept(
+    staff_user, event, monkeypatch, django_capture_on_commit_callbacks
+):
+    other = Event.objects.create(name="Race", slug="race", created_by=staff_user)
+    kept = photo_in(other, 1)
+    doomed = [photo_in(event, n) for n in (2, 3)]
+    monkeypatch.setattr(jobs, "enqueue", lambda *args: False)  # the broker is down
+    with django_capture_on_commit_callbacks(execute=True):
+        event.delete()
+    assert all(Path(p.original.path).is_file() for p in doomed)  # the task was never queued
+    assert photos_tasks.event_files_sweep() == 2
+    assert not any(Path(p.original.path).exists() for p in doomed)
+    assert Path(kept.original.path).is_file()  # a live event's files stay
+    assert photos_tasks.event_files_sweep() == 0
