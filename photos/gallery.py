@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 HITS_KEY = "stats:user_photos_cache:hits"
 MISSES_KEY = "stats:user_photos_cache:misses"
+STORED_KEY = "stats:user_photos_cache:stored"
 CACHE_PREFIX = "myphotos"
 
 
@@ -55,43 +56,28 @@ def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) ->
     # and this entry, stored under the older number, is never served.
     body = build()
     cache.set(page_key, (generation, body), timeout=timeout)
+    counter_add(STORED_KEY)
     return body
 
 
 def cache_stats() -> dict[str, Any]:
-    found = counters_get([HITS_KEY, MISSES_KEY])
+    """The gallery cache's counters since they began (``/api/admin/queue/stats/``).
+
+    ``size`` is how many pages were written to the cache: one per miss whose page was built (a
+    miss that ended in a 404 stores nothing). It is a count of writes, not of live entries:
+    entries expire after MY_PHOTOS_CACHE_SECONDS, are replaced when a generation moves, and are
+    culled by the backend without telling anyone, and counting the live ones would mean scanning
+    the cache's private storage on every call.
+    """
+    found = counters_get([HITS_KEY, MISSES_KEY, STORED_KEY])
     hits, misses = found[HITS_KEY], found[MISSES_KEY]
     total = hits + misses
     return {
         "hits": hits,
         "misses": misses,
         "hit_rate": round(hits / total, 4) if total else 0.0,
-        "size": _cache_size(),
+        "size": found[STORED_KEY],
     }
-
-
-def _cache_size() -> int | None:
-    """How many gallery pages the cache holds now, read from the backend itself."""
-    backend = cache
-    table = getattr(backend, "_table", None)
-    if table:  # DatabaseCache
-        from django.db import connections, router
-        from django.utils import timezone
-
-        connection = connections[router.db_for_read(backend.cache_model_class)]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT COUNT(*) FROM {connection.ops.quote_name(table)} "  # noqa: S608
-                "WHERE cache_key LIKE %s AND expires > %s",
-                [f"%:{CACHE_PREFIX}:%", timezone.now()],
-            )
-            return int(cursor.fetchone()[0])
-    client = getattr(backend, "_cache", None)
-    if client is not None and hasattr(client, "get_client"):  # RedisCache
-        redis = client.get_client()
-        pattern = f"{backend.key_prefix}:*:{CACHE_PREFIX}:*"  # Django's key: prefix:version:key
-        return sum(1 for _ in redis.scan_iter(match=pattern, count=1000))
-    return None
 
 
 # --- the zip --------------------------------------------------------------------------------------

@@ -69,9 +69,10 @@ def client_for(user) -> APIClient:
 
 @pytest.fixture
 def counters_ready():
-    """Both hit/miss counters exist, so every request takes the same path through the cache."""
+    """Every gallery counter exists, so every request takes the same path through the cache."""
     counter_add(gallery.HITS_KEY, 0)
     counter_add(gallery.MISSES_KEY, 0)
+    counter_add(gallery.STORED_KEY, 0)
 
 
 # --- what is listed ---------------------------------------------------------------------------
@@ -232,6 +233,42 @@ def test_second_request_is_a_hit_with_the_same_bytes_and_is_counted(
     assert user_cache["misses"] == 2
     assert user_cache["hit_rate"] == pytest.approx(1 / 3, abs=1e-3)
     assert user_cache["size"] == 2
+
+
+def cache_counters(staff_client) -> dict:
+    stats = staff_client.get("/api/admin/queue/stats/")
+    assert stats.status_code == 200
+    return stats.json()["cache"]["user_photos_cache"]
+
+
+def test_size_counts_pages_written_and_a_miss_that_ends_in_404_writes_none(
+    attendee, attendee_client, event, staff_client
+):
+    photos_matched(attendee, event, 1)
+
+    assert attendee_client.get(URL, {"page": 9}).status_code == 404
+    assert cache_counters(staff_client) | {"hit_rate": None} == {
+        "hits": 0, "misses": 1, "hit_rate": None, "size": 0,
+    }  # fmt: skip
+
+    attendee_client.get(URL)
+    attendee_client.get(URL)
+    assert cache_counters(staff_client)["size"] == 1
+
+
+def test_size_is_counted_whatever_the_cache_backend(
+    attendee, attendee_client, event, staff_client, settings
+):
+    """No backend's private storage is read: a cache the stats know nothing about counts too."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    cache.clear()  # locmem caches of one name share their store across tests
+    photos_matched(attendee, event, 2)
+
+    attendee_client.get(URL)
+    attendee_client.get(URL, {"page_size": 1})
+    attendee_client.get(URL)
+
+    assert cache_counters(staff_client) == {"hits": 1, "misses": 2, "hit_rate": 0.3333, "size": 2}
 
 
 def test_cache_is_per_user(attendee, attendee_client, event, django_user_model):
