@@ -21,6 +21,7 @@ from faces import services as faces_services
 
 from . import selectors
 from .gallery import my_photos_json, zip_stream
+from .links import photo_url_maker
 from .models import Event, Photo
 from .serializers import PhotoOutputSerializer
 
@@ -62,22 +63,16 @@ class MeApi(APIView):
 
 
 class GalleryPhotoSerializer(PhotoOutputSerializer):
-    """PhotoOutputSerializer's exact output, with the three URLs made from one template each.
-
-    A page of 50 photos otherwise spends about half its serialising time in 150 ``reverse()``
-    and ``build_absolute_uri()`` calls that differ only by the photo id.
-    """
-
-    _SENTINEL = 987654320123456789
+    """PhotoOutputSerializer's exact output, with each URL reversed once per page
+    (photos.links.photo_url_maker) instead of once per row."""
 
     def _url(self, name: str, photo: Photo) -> str:
         # One serializer instance renders every row of a page (many=True): remember per instance.
-        templates = self.__dict__.setdefault("_url_templates", {})
-        parts = templates.get(name)
-        if parts is None:
-            url = super()._url(name, Photo(pk=self._SENTINEL))
-            parts = templates[name] = url.split(str(self._SENTINEL), 1)
-        return f"{parts[0]}{photo.pk}{parts[1]}"
+        makers = self.__dict__.setdefault("_url_makers", {})
+        make = makers.get(name)
+        if make is None:
+            make = makers[name] = photo_url_maker(name, request=self.context.get("request"))
+        return make(photo.pk)
 
 
 class MyPhotosApi(GenericAPIView):
