@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
-from django.utils.http import content_disposition_header
+from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
+from django.utils.http import content_disposition_header, quote_etag
 from rest_framework.generics import GenericAPIView
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAuthenticated
@@ -27,7 +30,7 @@ from .serializers import PhotoOutputSerializer
 
 logger = logging.getLogger(__name__)
 
-IMMUTABLE = "private, max-age=31536000, immutable"
+YEAR_S = 365 * 24 * 3600
 
 
 class _AnswerWhateverAccepted(BaseContentNegotiation):
@@ -103,10 +106,14 @@ class MyPhotosApi(GenericAPIView):
             data = self.get_paginated_response(self.get_serializer(page, many=True).data).data
             return JSONRenderer().render(data)
 
-        body = my_photos_json(user_id=request.user.pk, variant=variant, build=build)
-        response = HttpResponse(body, content_type="application/json")
-        response["Cache-Control"] = "private, no-cache"
-        return response
+        page = my_photos_json(user_id=request.user.pk, variant=variant, build=build)
+        return _conditional_get(
+            request,
+            etag=page.etag,
+            answer=lambda: HttpResponse(page.body, content_type="application/json"),
+            private=True,
+            no_cache=True,
+        )
 
 
 class _PhotoBytesApi(APIView):
@@ -121,11 +128,15 @@ class _PhotoBytesApi(APIView):
         # Only the one binary column this answer needs (none for the original, read from storage).
         fields = (self.binary_field,) if self.binary_field else ()
         photo = selectors.photo_get_visible(photo_id=photo_id, user=request.user, fields=fields)
-        etag = f'"{photo.sha256}-{self.variant}"'
-        response = HttpResponse(status=304) if _etag_matches(request, etag) else self.body(photo)
-        response["ETag"] = etag
-        response["Cache-Control"] = IMMUTABLE
-        response["Vary"] = "Cookie, Authorization"
+        response = _conditional_get(
+            request,
+            etag=quote_etag(f"{photo.sha256}-{self.variant}"),
+            answer=lambda: self.body(photo),
+            private=True,
+            max_age=YEAR_S,
+            immutable=True,
+        )
+        patch_vary_headers(response, ("Cookie", "Authorization"))
         return response
 
     def body(self, photo: Photo) -> HttpResponse:
@@ -137,10 +148,20 @@ class _PhotoBytesApi(APIView):
         return HttpResponse(data, content_type=sniff_type(data[:32]) or "application/octet-stream")
 
 
-def _etag_matches(request: Request, etag: str) -> bool:
-    header = request.META.get("HTTP_IF_NONE_MATCH", "")
-    tags = {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
-    return "*" in tags or etag in tags
+def _conditional_get(
+    request: Request, *, etag: str, answer: Callable[[], HttpResponse], **cache_control: Any
+) -> HttpResponse:
+    """``answer()`` with its ETag and Cache-Control, unless Django's reading of the conditional
+    headers settles it first: 304 (with the same two headers) when If-None-Match holds the
+    ETag, weakly compared, or 412 when an If-Match does not. ``answer`` is not called then, so
+    a 304 reads no file."""
+    response = get_conditional_response(request, etag=etag)
+    if response is None:
+        response = answer()
+    if response.status_code != 412:  # a refused precondition must not be cached for a year
+        response["ETag"] = etag
+        patch_cache_control(response, **cache_control)
+    return response
 
 
 class PhotoThumbApi(_PhotoBytesApi):

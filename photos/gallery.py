@@ -6,10 +6,11 @@ import hashlib
 import logging
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.http import quote_etag
 
 from core.counters import counter_add, counters_get
 from core.generations import generation_key, user_generation
@@ -21,7 +22,14 @@ logger = logging.getLogger(__name__)
 HITS_KEY = "stats:user_photos_cache:hits"
 MISSES_KEY = "stats:user_photos_cache:misses"
 STORED_KEY = "stats:user_photos_cache:stored"
-CACHE_PREFIX = "myphotos"
+# Entries are (generation, body, etag); the key's prefix names that shape, so an entry of
+# another shape (left by an older release) is never read as one.
+CACHE_PREFIX = "myphotos:page"
+
+
+class GalleryPage(NamedTuple):
+    body: bytes  # the rendered JSON
+    etag: str  # of the body, quoted for the ETag header
 
 
 def _page_key(user_id: int, variant: str) -> str:
@@ -29,17 +37,23 @@ def _page_key(user_id: int, variant: str) -> str:
     return f"{CACHE_PREFIX}:{user_id}:{digest}"
 
 
-def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) -> bytes:
-    """One user's gallery page as JSON bytes, from the cache while their generation allows.
+def _page_built(build: Callable[[], bytes]) -> GalleryPage:
+    body = build()
+    return GalleryPage(body, quote_etag(hashlib.blake2b(body, digest_size=16).hexdigest()))
 
-    The entry holds the rendered bytes, so a hit costs one cache read (the user's generation,
-    the page together), one counter update, and no serialising. ``build``
-    renders the page on a miss. A new or rejected match bumps the generation
+
+def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) -> GalleryPage:
+    """One user's gallery page as JSON bytes and their ETag, from the cache while the user's
+    generation allows.
+
+    The entry holds the rendered bytes and their ETag, so a hit costs one cache read (the
+    user's generation, the page together), one counter update, and no serialising or hashing.
+    ``build`` renders the page on a miss. A new or rejected match bumps the generation
     (core.generations), so a changed gallery never waits for the timeout.
     """
     timeout = settings.MY_PHOTOS_CACHE_SECONDS
     if timeout <= 0:
-        return build()
+        return _page_built(build)
     page_key = _page_key(user_id, variant)
     gen_key = generation_key(user_id)
     # One round trip: the generation and the page.
@@ -48,16 +62,16 @@ def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) ->
     entry = found.get(page_key)
     if generation is not None and entry is not None and entry[0] == generation:
         counter_add(HITS_KEY)
-        return entry[1]
+        return GalleryPage(entry[1], entry[2])
     counter_add(MISSES_KEY)
     if generation is None:
         generation = user_generation(user_id)
     # The generation is read before the database: a match committed while we build bumps it,
     # and this entry, stored under the older number, is never served.
-    body = build()
-    cache.set(page_key, (generation, body), timeout=timeout)
+    page = _page_built(build)
+    cache.set(page_key, (generation, *page), timeout=timeout)
     counter_add(STORED_KEY)
-    return body
+    return page
 
 
 def cache_stats() -> dict[str, Any]:

@@ -271,6 +271,32 @@ def test_size_is_counted_whatever_the_cache_backend(
     assert cache_counters(staff_client) == {"hits": 1, "misses": 2, "hit_rate": 0.3333, "size": 2}
 
 
+@pytest.mark.parametrize("cache_seconds", [30, 0])
+def test_etag_answers_304_until_the_gallery_changes(
+    attendee, attendee_client, event, settings, cache_seconds, django_capture_on_commit_callbacks
+):
+    settings.MY_PHOTOS_CACHE_SECONDS = cache_seconds
+    photo, _ = photos_matched(attendee, event, 2)
+
+    first = attendee_client.get(URL)
+    etag = first["ETag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    assert first["Cache-Control"] == "private, no-cache"
+
+    same = attendee_client.get(URL, HTTP_IF_NONE_MATCH=etag)
+    assert same.status_code == 304 and same.content == b""
+    assert (same["ETag"], same["Cache-Control"]) == (etag, "private, no-cache")
+    assert attendee_client.get(URL, HTTP_IF_NONE_MATCH=f'"x", W/{etag}').status_code == 304
+    other_page = attendee_client.get(URL, {"page_size": 1}, HTTP_IF_NONE_MATCH=etag)
+    assert other_page.status_code == 200 and other_page["ETag"] != etag
+
+    with django_capture_on_commit_callbacks(execute=True):
+        attendee_client.post(f"/api/photos/{photo.pk}/not-me/")
+    changed = attendee_client.get(URL, HTTP_IF_NONE_MATCH=etag)
+    assert changed.status_code == 200
+    assert len(ids(changed)) == 1 and changed["ETag"] != etag
+
+
 def test_cache_is_per_user(attendee, attendee_client, event, django_user_model):
     other = django_user_model.objects.create_user(username="bob", password="x")
     mine = photos_matched(attendee, event, 2)

@@ -154,6 +154,15 @@ def test_cached_for_a_year_privately_with_an_etag_and_304_on_if_none_match(
     assert stale.status_code == 200
 
 
+def test_a_failed_if_match_is_412_and_not_cached(photo, matched, attendee_client):
+    etag = attendee_client.get(url(photo, "thumb"))["ETag"]
+    assert attendee_client.get(url(photo, "thumb"), HTTP_IF_MATCH=etag).status_code == 200
+
+    refused = attendee_client.get(url(photo, "thumb"), HTTP_IF_MATCH='"something-else"')
+    assert refused.status_code == 412
+    assert "immutable" not in refused.get("Cache-Control", "")
+
+
 def test_each_variant_has_its_own_etag(photo, matched, attendee_client):
     tags = {attendee_client.get(url(photo, v))["ETag"] for v in VARIANTS}
     assert len(tags) == 3
