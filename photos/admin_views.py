@@ -6,8 +6,8 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from .models import Photo
 from .monitoring import queue_stats
+from .selectors import photo_list_failed
 
 
 def queue_dashboard(request: HttpRequest) -> HttpResponse:
@@ -15,8 +15,6 @@ def queue_dashboard(request: HttpRequest) -> HttpResponse:
         **admin.site.each_context(request),
         "title": "Queue statistics",
         "stats": queue_stats(),
-        "failed": Photo.objects.filter(status=Photo.Status.FAILED)
-        .select_related("event")
-        .order_by("-updated_at")[:20],
+        "failed": photo_list_failed(limit=20),
     }
     return TemplateResponse(request, "admin/queue_stats.html", context)

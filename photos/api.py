@@ -27,13 +27,8 @@ class EventListCreateApi(GenericAPIView):
         name = serializers.CharField(max_length=200)
         slug = serializers.SlugField(max_length=70, required=False, allow_blank=True)
 
-    def get_queryset(self):
-        from .models import Event
-
-        return Event.objects.order_by("-created_at", "-id")
-
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(selectors.event_list())
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def post(self, request: Request) -> Response:
@@ -54,7 +49,7 @@ class EventDetailApi(APIView):
         event = selectors.event_get(slug=slug)
         body = EventOutputSerializer(event, context={"request": request}).data
         body["photos"] = selectors.event_photo_counts(event=event)
-        body["members"] = event.memberships.count()
+        body["members"] = selectors.event_member_count(event=event)
         return Response(body)
 
 

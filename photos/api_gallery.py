@@ -58,9 +58,7 @@ class MeApi(APIView):
                 "has_selfie": selfie is not None,
                 "selfie_status": selfie.status if selfie else None,
                 "consent_at": selfie.consent_at if selfie else None,
-                "events": list(
-                    user.memberships.order_by("joined_at").values_list("event__slug", flat=True)
-                ),
+                "events": selectors.event_slugs_for_member(user=user),
             }
         )
 

@@ -7,9 +7,28 @@ from django.db.models import Count, Q, QuerySet
 from accounts.models import User
 from core.errors import NotFound
 
-from .models import Event, Photo
+from .models import Event, Membership, Photo
 
 RENDITIONS = ("thumb", "preview")
+
+
+def event_list() -> QuerySet[Event]:
+    """Every event, newest first."""
+    return Event.objects.order_by("-created_at", "-id")
+
+
+def event_list_for_member(*, user: User) -> QuerySet[Event]:
+    """The events this user joined, by name, with only what a list of them shows."""
+    return Event.objects.filter(memberships__user=user).only("slug", "name").order_by("name")
+
+
+def event_slugs_for_member(*, user: User) -> list[str]:
+    """The slugs of the events this user joined, in the order they joined them."""
+    return list(
+        Membership.objects.filter(user=user)
+        .order_by("joined_at")
+        .values_list("event__slug", flat=True)
+    )
 
 
 def event_get(*, slug: str) -> Event:
@@ -34,6 +53,14 @@ def event_photo_counts(*, event: Event) -> dict[str, int]:
     for row in event.photos.values("status").annotate(n=Count("id")):
         counts[row["status"]] = row["n"]
     return counts
+
+
+def event_member_count(*, event: Event) -> int:
+    return Membership.objects.filter(event=event).count()
+
+
+def membership_exists(*, user: User, event: Event) -> bool:
+    return Membership.objects.filter(user=user, event=event).exists()
 
 
 def photo_list_for_event(*, event: Event, status: str | None = None) -> QuerySet[Photo]:
@@ -86,3 +113,12 @@ def photos_pending_for_user(*, user: User) -> int:
         event__memberships__user=user,
         status__in=[Photo.Status.QUEUED, Photo.Status.PROCESSING],
     ).count()
+
+
+def photo_list_failed(*, limit: int) -> list[Photo]:
+    """The most recently failed photos, with their events."""
+    return list(
+        Photo.objects.filter(status=Photo.Status.FAILED)
+        .select_related("event")
+        .order_by("-updated_at")[:limit]
+    )

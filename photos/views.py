@@ -21,7 +21,7 @@ from faces import services as faces_services
 
 from . import selectors, services
 from .links import photo_url_maker
-from .models import Event, Membership
+from .models import Event
 
 MY_PHOTOS_PER_PAGE = 60
 
@@ -56,7 +56,7 @@ def event_join_page(request: HttpRequest, slug: str) -> HttpResponse:
         return _join_failed(request, slug)
     if not code or not secrets.compare_digest(code, event.join_code):
         return _join_failed(request, slug)
-    if Membership.objects.filter(user=request.user, event=event).exists():
+    if selectors.membership_exists(user=request.user, event=event):
         return redirect(f"{reverse('my-photos')}?event={event.slug}")
     return render(request, "photos/join.html", {"event": event, "code": code})
 
@@ -112,9 +112,7 @@ TILE_URLS = {
 @login_required
 def my_photos_page(request: HttpRequest) -> HttpResponse:
     user = request.user
-    events = list(
-        Event.objects.filter(memberships__user=user).only("slug", "name").order_by("name")
-    )
+    events = list(selectors.event_list_for_member(user=user))
     event = None
     if slug := request.GET.get("event"):
         event = next((e for e in events if e.slug == slug), None)
