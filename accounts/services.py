@@ -98,6 +98,25 @@ def _file_delete_quietly(storage, name: str) -> None:
         logger.warning("could not delete the replaced selfie file %s", name)
 
 
+def selfie_indexed(
+    *, pk: int, token: int, descriptor: bytes | None, engine: str, engine_ref: str
+) -> bool:
+    """Record the selfie's vector, if the claim ``token`` still holds it. False when the selfie
+    was deleted or replaced meanwhile."""
+    return bool(
+        jobs.held(SELFIE_JOB, pk, token).update(
+            status=Selfie.Status.INDEXED,
+            descriptor=descriptor,
+            engine=engine,
+            engine_ref=engine_ref,
+            indexed_at=timezone.now(),
+            error="",
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+    )
+
+
 def selfie_delete(*, user_id: int) -> None:
     """Delete the selfie row and, after commit, its file (accounts.apps deletes the file of
     every deleted selfie). Face vectors are the caller's job."""

@@ -1,14 +1,19 @@
 """The small interface every face engine implements.
 
-The services own the rules (who may match whom, one face per member, rejected matches stay
-rejected); an engine only finds faces and proposes candidates with a distance, lower is nearer.
+An engine is a leaf: it takes images, vectors and ids, and returns faces, descriptors or search
+results. It knows nothing of the database, the queue or the other apps. The services
+(faces/services/) own the rules (who may match whom, one face per member, rejected matches stay
+rejected) and the bookkeeping: which vectors an engine holds, selfie loading, call counting and
+scheduling. What an engine needs from outside is handed to it when it is built: a callback to
+count its calls, and the cap that bounds its concurrent work.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from PIL import Image
 
@@ -43,6 +48,8 @@ class MemberRecord:
     user_id: int
     descriptor: bytes | None
     engine_ref: str
+    # The member's selfie, upright, loaded only by an engine that searches with it.
+    selfie: Callable[[], Image.Image] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,24 @@ class Enrollment:
     engine_ref: str
 
 
+# Counts one call of an operation (for billing and statistics); given by the services.
+CallCounter = Callable[[str], None]
+# Holds one slot of a concurrency cap while an expensive call runs; given by the services.
+Cap = Callable[[], contextlib.AbstractContextManager]
+
+
+def no_cap() -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
 class FaceEngine(Protocol):
-    name: str
+    name: ClassVar[str]
+    # True: the engine matches in batched rounds (faces.services.rounds), not as a photo is
+    # stored; photo_candidates then proposes nothing.
+    batched_matching: ClassVar[bool]
+    # True: the engine keeps the vectors of indexed photos itself (a cloud collection); the
+    # services record their ids (CollectionFace) and ask the engine to forget them.
+    stores_vectors: ClassVar[bool]
 
     def faces_detect(self, image: Image.Image) -> list[DetectedFace]:
         """Every face in an upright RGB image (used to check a selfie)."""
@@ -72,7 +95,9 @@ class FaceEngine(Protocol):
         image: Image.Image,
         source: Callable[[], Image.Image] | None = None,
     ) -> list[DetectedFace]:
-        """Find and remember the faces of one event photo."""
+        """Find the faces of one event photo (and keep their vectors, if the engine stores
+        vectors). ``source`` returns the photo at full resolution, for engines that look closer
+        at small faces."""
 
     def member_enroll(
         self, *, user_id: int, event_ids: Sequence[int], image: Image.Image
@@ -95,6 +120,6 @@ class FaceEngine(Protocol):
     def event_forget(self, *, event_id: int) -> None:
         """Delete every vector the engine holds for this event."""
 
-    def photos_forget(self, *, event_id: int, photo_ids: Sequence[int]) -> int:
-        """Delete every vector the engine holds for these deleted photos of the event; return
-        how many it deleted."""
+    def faces_forget(self, *, event_id: int, face_ids: Sequence[str]) -> None:
+        """Delete these stored vectors of the event (ids the engine gave in photo_index).
+        Ids already gone are no error."""

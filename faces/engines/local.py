@@ -7,7 +7,6 @@ face_recognition then calls quit() (the process exits 0 with no message).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import threading
@@ -17,7 +16,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import Candidate, DetectedFace, EngineError, Enrollment, FaceRecord, MemberRecord
+from .base import (
+    CallCounter,
+    Candidate,
+    Cap,
+    DetectedFace,
+    EngineError,
+    Enrollment,
+    FaceRecord,
+    MemberRecord,
+    no_cap,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +37,7 @@ SMALL_FACE_PX = 50
 _models_lock = threading.Lock()
 # dlib's detector and networks are not safe to call from two threads at once: two selfie checks
 # in one threaded web process (gunicorn gthread, runserver) aborted the whole process in
-# dlib (SIGABRT). One process runs one dlib computation at a time; across processes, _capped.
+# dlib (SIGABRT). One process runs one dlib computation at a time; across processes, self.cap.
 _compute_lock = threading.Lock()
 _models: tuple | None = None
 
@@ -79,33 +88,31 @@ def distances(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
-def _capped() -> contextlib.AbstractContextManager:
-    """FACE_LOCAL_CONCURRENT > 0: at most that many dlib computations at once across the
-    processes sharing the database (each holds ~270 MB at its peak); 0: no cap, no lock."""
-    from django.conf import settings
-
-    cap = getattr(settings, "FACE_LOCAL_CONCURRENT", 0)
-    if not cap:
-        return contextlib.nullcontext()
-    from core.semaphore import semaphore
-
-    return semaphore("face-local", cap)
-
-
-def _count(operation: str) -> None:
-    """Counted like the paid engine's calls, so staff stats (and tests) see the work done."""
-    from faces.services import engine_calls_count
-
-    engine_calls_count(engine="local", operation=operation)
-
-
 class LocalEngine:
     name = "local"
+    batched_matching = False
+    stores_vectors = False  # the descriptors live in our own Face rows
 
-    def __init__(self, *, threshold: float, max_side: int = 1600, upsample: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float,
+        max_side: int = 1600,
+        upsample: int = 1,
+        on_call: CallCounter | None = None,
+        cap: Cap = no_cap,
+    ) -> None:
         self.threshold = threshold
         self.max_side = max_side
         self.upsample = upsample
+        # Counted like the paid engine's calls, so staff statistics see the work done.
+        self.on_call = on_call
+        # Bounds dlib computations across processes (each holds ~270 MB at its peak).
+        self.cap = cap
+
+    def _count(self, operation: str) -> None:
+        if self.on_call is not None:
+            self.on_call(operation)
 
     # --- detection ---------------------------------------------------------------------------
     def faces_detect(
@@ -128,7 +135,7 @@ class LocalEngine:
             )
         pixels = np.asarray(work)
         width, height = work.size
-        with _capped(), _compute_lock:
+        with self.cap(), _compute_lock:
             found = self._faces_find(pixels, width, height, source)
         # Reading order, so that a face's index is stable across runs.
         found.sort(key=lambda f: (round(f.top, 2), f.left))
@@ -193,7 +200,7 @@ class LocalEngine:
         source: Callable[[], Image.Image] | None = None,
     ) -> list[DetectedFace]:
         found = self.faces_detect(image, source=source)
-        _count("photo_index")
+        self._count("photo_index")
         return found
 
     def member_enroll(
@@ -204,7 +211,7 @@ class LocalEngine:
         image: Image.Image,  # noqa: ARG002
     ) -> Enrollment:
         faces = self.faces_detect(image)
-        _count("member_enroll")
+        self._count("member_enroll")
         if len(faces) != 1:
             raise EngineError(f"The selfie must show exactly one face; {len(faces)} were found.")
         return Enrollment(descriptor=faces[0].descriptor, engine_ref="")
@@ -265,5 +272,5 @@ class LocalEngine:
     def event_forget(self, *, event_id: int) -> None:
         return None
 
-    def photos_forget(self, *, event_id: int, photo_ids: Sequence[int]) -> int:
-        return 0  # the Face rows went with the photos
+    def faces_forget(self, *, event_id: int, face_ids: Sequence[str]) -> None:
+        return None

@@ -3,20 +3,23 @@
 Calls and what they cost (Rekognition bills per image per call, about $0.001; managing
 collections and deleting faces is not billed per call):
 - a photo: IndexFaces once, with its preview JPEG (under 5 MB), into the event's collection;
-- a selfie check at upload: DetectFaces once;
 - a member: SearchFacesByImage with their selfie, once at enrolment per event with faces, and
   once per batched re-match round (``faces.services.event_rematch``) that brought new faces.
+A selfie's faces are counted offline by the local engine at upload (free, and no cloud call for
+a selfie that is then refused); ``faces_detect`` (DetectFaces) is here for completeness.
 
 Selfies are not indexed. Indexing them (or making Rekognition Users) would add a billable call
 per member and per event and save none: every search still costs one call, whether by FaceId,
 by UserId or by image. So AWS keeps no vector of a member at all, and deleting a member's face
 data has nothing to delete there.
 
-Matching is batched: ``photo_candidates`` proposes nothing and asks for a re-match round of the
-event instead, so a burst of photos costs one search per member rather than one per face.
+Matching is batched (``batched_matching``): ``photo_candidates`` proposes nothing, and the
+services run a re-match round of the event instead, so a burst of photos costs one search per
+member rather than one per face.
 
-Every call holds one of ``AWS_CONCURRENT_REQUESTS`` slots of a semaphore shared by every
-process and machine (core.semaphore); billable calls are counted by operation in EngineCall.
+Every call holds a slot of the cap the services hand in (``AWS_CONCURRENT_REQUESTS`` slots of a
+semaphore shared by every process and machine), and billable calls are reported through
+``on_call``. The engine keeps no records: the services record the ids of the vectors it stores.
 """
 
 from __future__ import annotations
@@ -28,13 +31,19 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.conf import settings
 from PIL import Image
 
-from core.imaging import resized
-from core.semaphore import semaphore
-
-from .base import Candidate, DetectedFace, EngineError, Enrollment, FaceRecord, MemberRecord
+from .base import (
+    CallCounter,
+    Candidate,
+    Cap,
+    DetectedFace,
+    EngineError,
+    Enrollment,
+    FaceRecord,
+    MemberRecord,
+    no_cap,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +76,6 @@ MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_FACES_PER_PHOTO = 100
 DELETE_BATCH = 4096
 MAX_MATCHES = 4096
-# Vectors of deleted photos forgotten per DeleteFaces call and per database statement.
-FORGET_CHUNK = 500
 SELFIE_MAX_SIDE = 1024
 DETECT_MAX_SIDE = 1600
 
@@ -87,6 +94,14 @@ def jpeg_under_limit(image: Image.Image, *, limit: int = MAX_IMAGE_BYTES) -> byt
             quality -= 15
         else:  # a 1600 px preview never gets here; anything larger is scaled down
             work = work.resize((max(1, work.width * 3 // 4), max(1, work.height * 3 // 4)))
+
+
+def _fit(image: Image.Image, max_side: int) -> Image.Image:
+    if max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)
 
 
 def _clamp(value: float) -> float:
@@ -111,6 +126,7 @@ class RekognitionEngine:
     name = "rekognition"
     # Matches are made by faces.services.event_rematch in batches, not as each photo is stored.
     batched_matching = True
+    stores_vectors = True
 
     def __init__(
         self,
@@ -121,9 +137,8 @@ class RekognitionEngine:
         connect_timeout: float,
         read_timeout: float,
         max_retries: int,
-        concurrency: int,
-        on_call: Callable[[str], None] | None = None,
-        on_faces_stored: Callable[[int], None] | None = None,
+        on_call: CallCounter | None = None,
+        cap: Cap = no_cap,
     ) -> None:
         self.region = region
         self.collection_prefix = collection_prefix
@@ -132,31 +147,11 @@ class RekognitionEngine:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_retries = max_retries
-        self.concurrency = concurrency
         self.on_call = on_call
-        self.on_faces_stored = on_faces_stored
+        self.cap = cap
         self._client: Any = None
         self._client_pid = 0
         self._client_lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls) -> RekognitionEngine:
-        # Imported here: faces.services imports the engines, not the other way round at import.
-        from faces import services
-
-        return cls(
-            region=settings.REKOGNITION_REGION,
-            collection_prefix=settings.REKOGNITION_COLLECTION_PREFIX,
-            threshold=settings.REKOGNITION_MATCH_THRESHOLD,
-            connect_timeout=settings.AWS_CONNECT_TIMEOUT_S,
-            read_timeout=settings.AWS_READ_TIMEOUT_S,
-            max_retries=settings.REKOGNITION_MAX_RETRIES,
-            concurrency=settings.AWS_CONCURRENT_REQUESTS,
-            on_call=lambda operation: services.engine_calls_count(
-                engine=cls.name, operation=operation
-            ),
-            on_faces_stored=lambda event_id: services.event_rematch_request(event_id=event_id),
-        )
 
     # --- the client and every call ---------------------------------------------------------------
     @property
@@ -190,7 +185,7 @@ class RekognitionEngine:
         retries propagates: the task fails and its queue retries it; nothing is lost.
         """
         method = getattr(self.client, METHODS[operation])
-        with semaphore("rekognition", self.concurrency):
+        with self.cap():
             response = method(**params)
         if operation in BILLABLE and self.on_call is not None:
             self.on_call(operation)
@@ -209,7 +204,7 @@ class RekognitionEngine:
     # --- detection -------------------------------------------------------------------------------
     def faces_detect(self, image: Image.Image) -> list[DetectedFace]:
         # A selfie arrives at full size; faces of 40 px and more are all Rekognition needs.
-        small = resized(image, DETECT_MAX_SIDE)
+        small = _fit(image, DETECT_MAX_SIDE)
         response = self._call("DetectFaces", Image={"Bytes": jpeg_under_limit(small)})
         found = [DetectedFace(*_box(d["BoundingBox"])) for d in response.get("FaceDetails", [])]
         found.sort(key=lambda f: (round(f.top, 2), f.left))
@@ -223,23 +218,9 @@ class RekognitionEngine:
         image: Image.Image,
         source: Callable[[], Image.Image] | None = None,  # noqa: ARG002 - the preview suffices
     ) -> list[DetectedFace]:
-        """IndexFaces once, after deleting whatever an earlier run of this photo indexed."""
-        from faces.models import CollectionFace, Face
-
+        """IndexFaces once. The services forget what an earlier run of this photo indexed
+        first, and record the ids returned here."""
         collection = self.collection_id(event_id)
-        stale = set(
-            CollectionFace.objects.filter(event_id=event_id, photo_id=photo_id).values_list(
-                "face_id", flat=True
-            )
-        ) | set(
-            Face.objects.filter(photo_id=photo_id, engine=self.name)
-            .exclude(engine_face_id="")
-            .values_list("engine_face_id", flat=True)
-        )
-        if stale:
-            self._faces_delete(collection, sorted(stale))
-            CollectionFace.objects.filter(event_id=event_id, face_id__in=stale).delete()
-
         params = {
             "CollectionId": collection,
             "Image": {"Bytes": jpeg_under_limit(image)},
@@ -257,21 +238,16 @@ class RekognitionEngine:
             response = self._call("IndexFaces", **params)
 
         records = response.get("FaceRecords", [])
-        # Recorded at once, outside the photo's transaction: if storing the faces fails, the
-        # rerun still knows these vectors and deletes them first.
-        CollectionFace.objects.bulk_create(
-            [
-                CollectionFace(event_id=event_id, photo_id=photo_id, face_id=r["Face"]["FaceId"])
-                for r in records
-            ],
-            ignore_conflicts=True,
-        )
         found = [
             DetectedFace(*_box(r["Face"]["BoundingBox"]), engine_face_id=r["Face"]["FaceId"])
             for r in records
         ]
         found.sort(key=lambda f: (round(f.top, 2), f.left))
         return found
+
+    def faces_forget(self, *, event_id: int, face_ids: Sequence[str]) -> None:
+        """DeleteFaces, in batches of Rekognition's limit. A missing collection has no faces."""
+        self._faces_delete(self.collection_id(event_id), list(face_ids))
 
     def _faces_delete(self, collection: str, face_ids: Sequence[str]) -> None:
         for start in range(0, len(face_ids), DELETE_BATCH):
@@ -293,8 +269,8 @@ class RekognitionEngine:
         event_ids: Sequence[int],  # noqa: ARG002
         image: Image.Image,  # noqa: ARG002
     ) -> Enrollment:
-        # Nothing to send: the selfie was checked (DetectFaces) at upload, and searches use the
-        # stored selfie itself. See the module docstring for why selfies are not indexed.
+        # Nothing to send: searches use the stored selfie itself. See the module docstring for
+        # why selfies are not indexed.
         return Enrollment(descriptor=None, engine_ref="")
 
     # --- matching --------------------------------------------------------------------------------
@@ -306,9 +282,7 @@ class RekognitionEngine:
         members: Sequence[MemberRecord],
     ) -> list[Candidate]:
         # Searching each face now would cost a call per face. The members are searched for
-        # instead, in one batched round per window, once this photo's faces are committed.
-        if faces and members and self.on_faces_stored is not None:
-            self.on_faces_stored(event_id)
+        # instead, in one batched round per window (batched_matching).
         return []
 
     def member_candidates(
@@ -318,9 +292,12 @@ class RekognitionEngine:
         by_face_id = {f.engine_face_id: f for f in faces if f.engine_face_id}
         if not by_face_id:
             return []  # nothing indexed in this event yet: no call to pay for
-        selfie = self._selfie_jpeg(member.user_id)
-        if selfie is None:
+        if member.selfie is None:
             return []
+        try:
+            selfie = jpeg_under_limit(_fit(member.selfie(), SELFIE_MAX_SIDE))
+        except OSError as exc:
+            raise EngineError(f"The selfie of user {member.user_id} cannot be read.") from exc
         try:
             response = self._call(
                 "SearchFacesByImage",
@@ -347,20 +324,6 @@ class RekognitionEngine:
             candidates.append(Candidate(face_id=face.id, user_id=member.user_id, distance=distance))
         return candidates
 
-    def _selfie_jpeg(self, user_id: int) -> bytes | None:
-        from accounts.models import Selfie
-        from core.imaging import decode_upright
-
-        selfie = Selfie.objects.filter(user_id=user_id).only("image").first()
-        if selfie is None or not selfie.image:
-            return None
-        try:
-            with selfie.image.open("rb") as fh:
-                image = decode_upright(fh)
-        except OSError as exc:
-            raise EngineError(f"The selfie of user {user_id} cannot be read.") from exc
-        return jpeg_under_limit(resized(image, SELFIE_MAX_SIDE))
-
     # --- forgetting ------------------------------------------------------------------------------
     def member_forget(self, *, user_id: int, engine_ref: str, event_ids: Sequence[int]) -> None:
         # No vector of a member is ever stored at AWS (selfies are searched, never indexed).
@@ -368,33 +331,8 @@ class RekognitionEngine:
 
     def event_forget(self, *, event_id: int) -> None:
         """Delete the event's collection, and with it every vector of its photos."""
-        from faces.models import CollectionFace
-
         try:
             self._call("DeleteCollection", CollectionId=self.collection_id(event_id))
         except Exception as exc:
             if _error_code(exc) != "ResourceNotFoundException":  # never made, or already gone
                 raise
-        CollectionFace.objects.filter(event_id=event_id).delete()
-
-    def photos_forget(self, *, event_id: int, photo_ids: Sequence[int]) -> int:
-        """DeleteFaces for every vector recorded for these photos, then forget the records.
-
-        The records go only after AWS answered, so a failed call leaves them for the next
-        sweep; deleting ids that are already gone is no error at AWS (they come back as
-        unsuccessful deletions).
-        """
-        from faces.models import CollectionFace
-
-        records = list(
-            CollectionFace.objects.filter(event_id=event_id, photo_id__in=photo_ids)
-            .order_by("pk")
-            .values_list("pk", "face_id")
-        )
-        collection = self.collection_id(event_id)
-        # Chunks small enough for any database's limit on query parameters.
-        for start in range(0, len(records), FORGET_CHUNK):
-            chunk = records[start : start + FORGET_CHUNK]
-            self._faces_delete(collection, sorted(face_id for _, face_id in chunk))
-            CollectionFace.objects.filter(pk__in=[pk for pk, _ in chunk]).delete()
-        return len(records)

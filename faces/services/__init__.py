@@ -13,10 +13,10 @@ from .accounting import (  # noqa: F401
     engine_calls_count,
     engine_calls_summary,
 )
+from .engines import engine_get  # noqa: F401
+from .indexing import faces_detect_for_photo, faces_store  # noqa: F401
 from .matching import (  # noqa: F401
     event_viewers_refresh,
-    faces_detect_for_photo,
-    faces_store,
     match_reject,
     matches_assign,
     member_search_record,

@@ -3,30 +3,27 @@ member per face, nearest first, and "not me" kept for good."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
-from PIL import Image
 
-from accounts.models import Selfie
-from accounts.selectors import selfies_indexed_for_event
+from accounts.selectors import selfie_image, selfie_is_indexed, selfies_indexed_for_event
 from core.generations import users_generation_bump
+from core.locks import transaction_lock
 
-from ..engines import engine_get
-from ..engines.base import Candidate, DetectedFace, FaceRecord, MemberRecord
+from ..engines.base import Candidate, FaceRecord, MemberRecord
 from ..models import Face, Match, MemberSearch
 
-Event = Face.event.field.related_model
-Membership = Event.memberships.rel.related_model
+Membership = Face.event.field.related_model.memberships.rel.related_model
 
 
-def _event_lock(event_id: int) -> None:
+def event_lock(event_id: int) -> None:
     """Serialise matching within one event, so that a photo finished while a member enrols is
-    seen by one side or the other, never by neither. (SQLite already serialises writers.)"""
-    list(Event.objects.select_for_update().filter(pk=event_id).values_list("pk", flat=True))
+    seen by one side or the other, never by neither. Held until the transaction ends."""
+    transaction_lock("faces:event-matching", event_id)
 
 
 def matches_assign(candidates: Iterable[Candidate], face_photo: dict[int, int]) -> list[Candidate]:
@@ -46,7 +43,7 @@ def matches_assign(candidates: Iterable[Candidate], face_photo: dict[int, int]) 
     return chosen
 
 
-def _matches_replace(*, photo_ids: Sequence[int], candidates: Sequence[Candidate]) -> int:
+def matches_replace(*, photo_ids: Sequence[int], candidates: Sequence[Candidate]) -> int:
     """Make the live matches of these photos exactly the assignment of these candidates."""
     if not photo_ids:
         return 0
@@ -82,13 +79,13 @@ def _matches_replace(*, photo_ids: Sequence[int], candidates: Sequence[Candidate
             for c in assigned
         ]
     )
-    _galleries_changed(touched)
+    galleries_changed(touched)
     return len(assigned)
 
 
 def photos_viewers_refresh(*, photo_ids: Iterable[int]) -> None:
     """The photos changed in a way their viewers must see at once (rescanned, deleted)."""
-    _galleries_changed(
+    galleries_changed(
         Match.objects.filter(photo_id__in=list(photo_ids), rejected=False).values_list(
             "user_id", flat=True
         )
@@ -97,26 +94,36 @@ def photos_viewers_refresh(*, photo_ids: Iterable[int]) -> None:
 
 def event_viewers_refresh(*, event_id: int) -> None:
     """The event is being deleted: after commit, its members' galleries must drop its photos."""
-    _galleries_changed(
+    galleries_changed(
         Match.objects.filter(event_id=event_id, rejected=False).values_list("user_id", flat=True)
     )
 
 
-def _galleries_changed(user_ids: Iterable[int]) -> None:
+def galleries_changed(user_ids: Iterable[int]) -> None:
     """After commit, make these users' cached galleries stale at once."""
     user_ids = set(user_ids)
     if user_ids:
         transaction.on_commit(lambda: users_generation_bump(user_ids))
 
 
-def _member_records(event_id: int) -> list[MemberRecord]:
+def member_record(*, user_id: int, descriptor: bytes | None, engine_ref: str) -> MemberRecord:
+    """A member as an engine sees it; the selfie is loaded only if the engine asks."""
+    return MemberRecord(
+        user_id=user_id,
+        descriptor=descriptor,
+        engine_ref=engine_ref,
+        selfie=lambda: selfie_image(user_id=user_id),
+    )
+
+
+def member_records(event_id: int) -> list[MemberRecord]:
     return [
-        MemberRecord(user_id=s.user_id, descriptor=s.descriptor, engine_ref=s.engine_ref)
+        member_record(user_id=s.user_id, descriptor=s.descriptor, engine_ref=s.engine_ref)
         for s in selfies_indexed_for_event(event_id=event_id)
     ]
 
 
-def _face_records(faces: Iterable[Face]) -> list[FaceRecord]:
+def face_records(faces: Iterable[Face]) -> list[FaceRecord]:
     return [
         FaceRecord(
             id=f.pk, photo_id=f.photo_id, descriptor=f.descriptor, engine_face_id=f.engine_face_id
@@ -134,62 +141,6 @@ def _live_candidates(photo_ids: Sequence[int]) -> list[Candidate]:
     ]
 
 
-def faces_detect_for_photo(
-    *,
-    event_id: int,
-    photo_id: int,
-    image: Image.Image,
-    source: Callable[[], Image.Image] | None = None,
-) -> list[DetectedFace]:
-    """The slow part (the engine), run outside any transaction. ``source`` returns the photo
-    at full resolution, for engines that look closer at small faces."""
-    return engine_get().photo_index(
-        event_id=event_id, photo_id=photo_id, image=image, source=source
-    )
-
-
-def faces_store(*, event_id: int, photo_id: int, detected: Sequence[DetectedFace]) -> int:
-    """Replace the photo's faces and match them against the event's members.
-
-    Call inside the transaction that marks the photo done. Running it twice leaves the same rows.
-    Returns the number of live matches.
-    """
-    engine = engine_get()
-    _event_lock(event_id)
-    live = Match.objects.filter(photo_id=photo_id, rejected=False)
-    _galleries_changed(live.values_list("user_id", flat=True))
-    live.delete()
-    Face.objects.filter(photo_id=photo_id).delete()
-    faces = Face.objects.bulk_create(
-        [
-            Face(
-                photo_id=photo_id,
-                event_id=event_id,
-                index=i,
-                left=d.left,
-                top=d.top,
-                width=d.width,
-                height=d.height,
-                descriptor=d.descriptor,
-                engine=engine.name,
-                engine_face_id=d.engine_face_id,
-            )
-            for i, d in enumerate(detected)
-        ]
-    )
-    if not faces:
-        return 0
-    if faces[0].pk is None:  # backends that do not return ids from bulk_create
-        faces = list(Face.objects.filter(photo_id=photo_id))
-    members = _member_records(event_id)
-    if not members:
-        return 0
-    candidates = engine.photo_candidates(
-        event_id=event_id, faces=_face_records(faces), members=members
-    )
-    return _matches_replace(photo_ids=[photo_id], candidates=candidates)
-
-
 def match_reject(*, user_id: int, photo_id: int) -> bool:
     """ "Not me": keep the match as rejected, so that no reprocessing brings it back."""
     with transaction.atomic():
@@ -197,7 +148,7 @@ def match_reject(*, user_id: int, photo_id: int) -> bool:
             rejected=True, face=None
         )
         if updated:
-            _galleries_changed([user_id])
+            galleries_changed([user_id])
     return updated > 0
 
 
@@ -214,14 +165,14 @@ def member_search_record(*, user_id: int, event_id: int, faces_through: int) -> 
         )
 
 
-def _member_merge(*, user_id: int, event_id: int, fresh: Sequence[Candidate], through: int) -> int:
+def member_merge(*, user_id: int, event_id: int, fresh: Sequence[Candidate], through: int) -> int:
     """Merge one member's fresh candidates into the photos they concern, and record how far
     the member was searched. Each photo is re-assigned with its current matches, so a face
     moves to this member only when they are nearer than its present owner. Returns the
     member's live matches among those photos."""
     with transaction.atomic():
-        _event_lock(event_id)
-        indexed = Selfie.objects.filter(user_id=user_id, status=Selfie.Status.INDEXED).exists()
+        event_lock(event_id)
+        indexed = selfie_is_indexed(user_id=user_id)
         joined = Membership.objects.filter(user_id=user_id, event_id=event_id).exists()
         if not indexed or not joined:
             return 0  # forgotten or left meanwhile: nothing of theirs may be matched
@@ -236,5 +187,5 @@ def _member_merge(*, user_id: int, event_id: int, fresh: Sequence[Candidate], th
         if not photo_ids:
             return 0
         current = [c for c in _live_candidates(photo_ids) if c.user_id != user_id]
-        _matches_replace(photo_ids=photo_ids, candidates=current + list(fresh))
+        matches_replace(photo_ids=photo_ids, candidates=current + list(fresh))
         return Match.objects.filter(photo_id__in=photo_ids, user_id=user_id, rejected=False).count()

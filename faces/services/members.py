@@ -11,15 +11,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Selfie
-from accounts.services import SELFIE_JOB, selfie_delete, selfie_store
+from accounts.selectors import selfie_get, selfie_image, selfie_indexed_get
+from accounts.services import SELFIE_JOB, selfie_delete, selfie_indexed, selfie_store
 from core import jobs
 from core.errors import ApplicationError
 from core.imaging import ImageRejected, decode_upright, encode, inspect, resized
 
-from ..engines import engine_get
-from ..engines.base import EngineError, FaceRecord, MemberRecord
+from ..engines.base import EngineError, FaceRecord
 from ..models import Face, Match, MemberSearch
-from .matching import _event_lock, _galleries_changed, _member_merge
+from .engines import engine_get
+from .matching import event_lock, galleries_changed, member_merge, member_record
 
 logger = logging.getLogger(__name__)
 
@@ -108,16 +109,12 @@ def member_match_event(*, user_id: int, event_id: int) -> int:
 
 def _member_backmatch(*, user_id: int, event_id: int) -> int | None:
     engine = engine_get()
-    selfie = (
-        Selfie.objects.filter(user_id=user_id, status=Selfie.Status.INDEXED)
-        .only("user_id", "descriptor", "engine_ref")
-        .first()
-    )
+    selfie = selfie_indexed_get(user_id=user_id)
     if selfie is None:
         return None
     if not Membership.objects.filter(user_id=user_id, event_id=event_id).exists():
         return 0
-    member = MemberRecord(
+    member = member_record(
         user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref
     )
     # The faces are read under the event's lock, which a photo's task holds from storing its
@@ -127,7 +124,7 @@ def _member_backmatch(*, user_id: int, event_id: int) -> int | None:
     # outside the lock: it may be a network call. Plain tuples, not model instances: an event
     # can hold 50,000 faces.
     with transaction.atomic():
-        _event_lock(event_id)
+        event_lock(event_id)
         faces = [
             FaceRecord(id=pk, photo_id=photo_id, descriptor=descriptor, engine_face_id=engine_id)
             for pk, photo_id, descriptor, engine_id in Face.objects.filter(
@@ -135,7 +132,7 @@ def _member_backmatch(*, user_id: int, event_id: int) -> int | None:
             ).values_list("pk", "photo_id", "descriptor", "engine_face_id")
         ]
     fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
-    return _member_merge(
+    return member_merge(
         user_id=user_id,
         event_id=event_id,
         fresh=fresh,
@@ -150,9 +147,10 @@ def member_index(*, user_id: int) -> bool:
     of processes or machines, exactly one moves it from queued to indexing. The others return.
     A failure is retried by the one policy of core/jobs.py; a selfie the engine refuses fails.
     """
-    pk = Selfie.objects.filter(user_id=user_id).values_list("pk", flat=True).first()
-    if pk is None:
+    selfie = selfie_get(user_id=user_id)
+    if selfie is None:
         return False
+    pk = selfie.pk
     token = jobs.claim(SELFIE_JOB, pk)
     if token is None:
         return False
@@ -179,22 +177,17 @@ def member_index(*, user_id: int) -> bool:
 def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
     """Compute and store the selfie's vector; record a back-match per event. Returns the
     events to back-match, or None when the selfie was deleted or replaced meanwhile."""
-    selfie = Selfie.objects.get(pk=pk)
     engine = engine_get()
     event_ids = list(Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True))
-    with selfie.image.open("rb") as fh:
-        image = decode_upright(fh)
+    image = selfie_image(user_id=user_id)
     enrollment = engine.member_enroll(user_id=user_id, event_ids=event_ids, image=image)
     with transaction.atomic():
-        updated = jobs.held(SELFIE_JOB, pk, token).update(
-            status=Selfie.Status.INDEXED,
+        updated = selfie_indexed(
+            pk=pk,
+            token=token,
             descriptor=enrollment.descriptor,
             engine=engine.name,
             engine_ref=enrollment.engine_ref,
-            indexed_at=timezone.now(),
-            error="",
-            lease_expires_at=None,
-            updated_at=timezone.now(),
         )
         if updated:
             # Read again in the transaction that marks the selfie indexed: an event joined
@@ -212,7 +205,7 @@ def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
 
 def member_forget(*, user_id: int) -> None:
     """Delete a member's face data everywhere: engine vectors, matches (rejected too), selfie."""
-    selfie = Selfie.objects.filter(user_id=user_id).first()
+    selfie = selfie_get(user_id=user_id)
     event_ids = list(Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True))
     if selfie is not None and selfie.engine_ref:
         engine_get().member_forget(
@@ -222,11 +215,11 @@ def member_forget(*, user_id: int) -> None:
         # The same locks that matching holds while it reads members and writes matches: a match
         # computed before this point is deleted here, and none is made after it.
         for event_id in sorted(event_ids):
-            _event_lock(event_id)
+            event_lock(event_id)
         Match.objects.filter(user_id=user_id).delete()
         MemberSearch.objects.filter(user_id=user_id).delete()
         selfie_delete(user_id=user_id)
-        _galleries_changed([user_id])
+        galleries_changed([user_id])
 
 
 CONSENT_TRUE = {"true", "1", "yes", "on"}

@@ -16,14 +16,14 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from accounts.selectors import selfies_indexed_for_event
+from core import jobs
 
-from ..engines import engine_get
 from ..engines.base import FaceRecord
-from ..models import Face, MemberSearch
-from .matching import _member_merge, _member_records
+from ..models import CollectionFace, Face, MemberSearch
+from .engines import engine_get
+from .matching import member_merge, member_records
 
 
 def _rematch_key(event_id: int) -> str:
@@ -93,7 +93,7 @@ def event_rematch(*, event_id: int) -> int:
             MemberSearch.objects.filter(event_id=event_id).values_list("user_id", "faces_through")
         )
         behind = sorted(
-            (m for m in _member_records(event_id) if searched.get(m.user_id, 0) < newest),
+            (m for m in member_records(event_id) if searched.get(m.user_id, 0) < newest),
             key=lambda m: m.user_id,
         )
         # Stop well inside the task's timeout; the members left are the next round's, at once.
@@ -104,7 +104,7 @@ def event_rematch(*, event_id: int) -> int:
                 return searched_count
             # The search runs outside any transaction or lock: it is a network call.
             fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
-            _member_merge(user_id=member.user_id, event_id=event_id, fresh=fresh, through=newest)
+            member_merge(user_id=member.user_id, event_id=event_id, fresh=fresh, through=newest)
         return len(behind)
     except Exception:
         # Members not yet searched stay behind the newest face: a later round picks them up.
@@ -120,7 +120,7 @@ def events_rematch_sweep() -> int:
     The safety net for a lost round (a broker that dropped the task, a round that failed):
     the MemberSearch rows, not the queue, are the record of what is left to search.
     """
-    if not getattr(engine_get(), "batched_matching", False):
+    if not engine_get().batched_matching:
         return 0
     since = timezone.now() - timedelta(days=1)
     newest_by_event = dict(
@@ -145,10 +145,12 @@ def events_rematch_sweep() -> int:
 
 def event_deleted(*, event_id: int) -> None:
     """An event row is being deleted: after commit, delete what the engine holds for it."""
-    transaction.on_commit(lambda: async_task("faces.tasks.event_forget", event_id))
+    transaction.on_commit(lambda: jobs.enqueue("faces.tasks.event_forget", event_id))
 
 
 def event_forget(*, event_id: int) -> None:
-    """Delete every vector the engine holds for the event (Rekognition: its collection)."""
+    """Delete every vector the engine holds for the event (Rekognition: its collection), and
+    the records of them."""
     engine_get().event_forget(event_id=event_id)
+    CollectionFace.objects.filter(event_id=event_id).delete()
     cache.delete(_rematch_key(event_id))

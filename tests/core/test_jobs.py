@@ -17,6 +17,7 @@ from django.utils import timezone
 from accounts.models import Selfie
 from accounts.services import selfie_store
 from core import jobs
+from core.uploads import upload_as_received
 from faces import services as faces_services
 from faces.models import Match, MemberSearch
 from faces.services import matching
@@ -113,7 +114,7 @@ def test_a_row_that_fails_to_store_removes_its_file_but_never_another_rows(
     # The same bytes arrive twice at once: the second insert loses to the unique constraint
     # after writing the (identical) file. The first row's file must stay.
     first = photo_ingest(
-        event=event, upload=SimpleUploadedFile("a.jpg", jpeg_bytes()), uploaded_by=staff_user
+        event=event, upload=upload_as_received("a.jpg", jpeg_bytes()), uploaded_by=staff_user
     ).photo
     real_existing = photos_services._photo_existing
     looks = []
@@ -124,7 +125,7 @@ def test_a_row_that_fails_to_store_removes_its_file_but_never_another_rows(
 
     monkeypatch.setattr(photos_services, "_photo_existing", first_look_misses)
     again = photo_ingest(
-        event=event, upload=SimpleUploadedFile("b.jpg", jpeg_bytes()), uploaded_by=staff_user
+        event=event, upload=upload_as_received("b.jpg", jpeg_bytes()), uploaded_by=staff_user
     )
     assert again.created is False and again.photo.pk == first.pk
     assert Path(first.original.path).read_bytes() == jpeg_bytes()
@@ -136,7 +137,7 @@ def test_a_row_that_fails_to_store_removes_its_file_but_never_another_rows(
     monkeypatch.setattr(Photo, "save", insert_fails)
     other = jpeg_bytes(colour=(1, 2, 3))
     with pytest.raises(OperationalError):
-        photo_ingest(event=event, upload=SimpleUploadedFile("c.jpg", other), uploaded_by=None)
+        photo_ingest(event=event, upload=upload_as_received("c.jpg", other), uploaded_by=None)
     files = [p for p in Path(django_settings.MEDIA_ROOT).rglob("*") if p.is_file()]
     assert files == [Path(first.original.path)]
 
@@ -144,7 +145,7 @@ def test_a_row_that_fails_to_store_removes_its_file_but_never_another_rows(
 # --- claims and leases --------------------------------------------------------------------------
 def test_a_run_that_lost_its_lease_cannot_finish_over_the_next_run(staff_user, event, broker):
     photo = photo_ingest(
-        event=event, upload=SimpleUploadedFile("p.jpg", jpeg_bytes()), uploaded_by=staff_user
+        event=event, upload=upload_as_received("p.jpg", jpeg_bytes()), uploaded_by=staff_user
     ).photo
     old_token = jobs.claim(PHOTO_JOB, photo.pk)
     assert old_token == 1
@@ -166,7 +167,7 @@ def test_the_heartbeat_keeps_a_working_rows_lease_alive(staff_user, event, setti
     settings.TASK_LEASE_S = 5
     settings.TASK_HEARTBEAT_S = 1
     photo = photo_ingest(
-        event=event, upload=SimpleUploadedFile("p.jpg", jpeg_bytes()), uploaded_by=staff_user
+        event=event, upload=upload_as_received("p.jpg", jpeg_bytes()), uploaded_by=staff_user
     ).photo
     token = jobs.claim(PHOTO_JOB, photo.pk)
     first = Photo.objects.get(pk=photo.pk).lease_expires_at
@@ -185,7 +186,7 @@ def test_the_heartbeat_keeps_a_working_rows_lease_alive(staff_user, event, setti
 def _photo(event, n: int, *, status: str, dispatched_ago: float) -> Photo:
     photo = photo_ingest(
         event=event,
-        upload=SimpleUploadedFile(f"{n}.jpg", jpeg_bytes(colour=(50 * n, 40, 40))),
+        upload=upload_as_received(f"{n}.jpg", jpeg_bytes(colour=(50 * n, 40, 40))),
         uploaded_by=None,
     ).photo
     Photo.objects.filter(pk=photo.pk).update(
@@ -245,7 +246,7 @@ def test_a_back_match_that_failed_is_retried_and_completed(
     back-match. Before, they got 0 of their photos for good."""
     photo = photo_ingest(
         event=event,
-        upload=SimpleUploadedFile("g.jpg", (faces_dir / "groups" / "two_people.jpg").read_bytes()),
+        upload=upload_as_received("g.jpg", (faces_dir / "groups" / "two_people.jpg").read_bytes()),
         uploaded_by=None,
     ).photo
     assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
@@ -254,7 +255,7 @@ def test_a_back_match_that_failed_is_retried_and_completed(
     def locked(**kwargs):
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(faces_services.members, "_member_merge", locked)
+    monkeypatch.setattr(faces_services.members, "member_merge", locked)
     assert faces_services.member_index(user_id=user.pk)
     assert Selfie.objects.get(user=user).status == Selfie.Status.INDEXED
     row = MemberSearch.objects.get(user=user, event=event)
@@ -262,7 +263,7 @@ def test_a_back_match_that_failed_is_retried_and_completed(
     assert row.not_before > timezone.now()
     assert not Match.objects.filter(user=user).exists()
 
-    monkeypatch.setattr(faces_services.members, "_member_merge", matching._member_merge)
+    monkeypatch.setattr(faces_services.members, "member_merge", matching.member_merge)
     MemberSearch.objects.filter(pk=row.pk).update(not_before=timezone.now())
     assert jobs_sweep()[faces_services.BACKMATCH_JOB.task].dispatched == 1
     assert ("faces.tasks.member_match_event", user.pk, event.pk) in broker["sent"]
@@ -277,7 +278,7 @@ def test_a_join_before_the_selfie_is_indexed_waits_for_it(
 ):
     photo = photo_ingest(
         event=event,
-        upload=SimpleUploadedFile("g.jpg", (faces_dir / "groups" / "two_people.jpg").read_bytes()),
+        upload=upload_as_received("g.jpg", (faces_dir / "groups" / "two_people.jpg").read_bytes()),
         uploaded_by=None,
     ).photo
     photo_process(photo_id=photo.pk)

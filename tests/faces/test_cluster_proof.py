@@ -21,6 +21,7 @@ from PIL import Image
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
+from core.uploads import upload_as_received
 from faces.models import EngineCall
 from photos.models import Event, Membership, Photo
 from photos.services import photo_ingest
@@ -94,7 +95,7 @@ def test_three_workers_index_each_member_once_and_never_exceed_the_engine_cap(
     photo_ids = [
         photo_ingest(
             event=event,
-            upload=SimpleUploadedFile(
+            upload=upload_as_received(
                 f"p{n}.jpg", variant(sources[n % len(sources)], n), "image/jpeg"
             ),
             uploaded_by=None,

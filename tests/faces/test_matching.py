@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
+from core.uploads import upload_as_received
 from faces.models import Face, Match
 from faces.services import member_index, member_match_event
 from photos.models import Membership, Photo
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.faces]
 
 
 def ingest(event, staff_user, path: Path) -> Photo:
-    upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="image/jpeg")
+    upload = upload_as_received(path.name, path.read_bytes(), content_type="image/jpeg")
     return photo_ingest(event=event, upload=upload, uploaded_by=staff_user).photo
 
 
