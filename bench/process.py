@@ -264,6 +264,7 @@ def findme_setup(photos, env: dict[str, str]):
     call_command("createcachetable", verbosity=0)
 
     from accounts.models import Selfie, User
+    from core.uploads import upload_as_received
     from faces.services import member_index, selfie_register
     from photos.models import Membership
     from photos.services import event_create, photo_ingest
@@ -283,8 +284,12 @@ def findme_setup(photos, env: dict[str, str]):
     log(f"  5 members registered and indexed in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
     for path, _ in photos:
-        with open(path, "rb") as fh:
-            result = photo_ingest(event=event, upload=File(fh, name=path.name), uploaded_by=staff)
+        # As an upload arrives in a request: through the upload handler, which hashes it.
+        upload = upload_as_received(path.name, path.read_bytes(), "image/jpeg")
+        try:
+            result = photo_ingest(event=event, upload=upload, uploaded_by=staff)
+        finally:
+            upload.close()
         if not result.created:
             raise SystemExit(f"{path.name} was not created (duplicate?)")
     log(f"  {len(photos)} photos ingested and queued in {time.perf_counter() - t0:.1f} s")

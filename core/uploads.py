@@ -3,6 +3,9 @@
 The body is never held whole in memory: chunks go to disk as they arrive (Django's temporary
 file handler) and through SHA-256 on the way, so the hash costs no second read. A file over
 PHOTO_MAX_UPLOAD_MB is cut off and flagged on the request; the view answers 413.
+
+Bytes from outside a request (a test, a bench) become the same kind of upload through the same
+handler: ``upload_as_received``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import SkipFile, TemporaryFileUploadHandler
+from django.http import HttpRequest
 
 
 class HashingUploadHandler(TemporaryFileUploadHandler):
@@ -34,6 +39,22 @@ class HashingUploadHandler(TemporaryFileUploadHandler):
         if uploaded is not None:
             uploaded.sha256 = self.hasher.hexdigest()
         return uploaded
+
+
+def upload_as_received(
+    name: str, content: bytes, content_type: str = "application/octet-stream"
+) -> UploadedFile:
+    """``content`` as a view receives an uploaded file: streamed in chunks through
+    HashingUploadHandler to a temporary file, carrying its ``sha256``. Raises ValueError for
+    content over PHOTO_MAX_UPLOAD_MB, which a request would have answered with 413."""
+    handler = HashingUploadHandler(HttpRequest())
+    handler.new_file("file", name, content_type, len(content))
+    try:
+        for start in range(0, len(content), handler.chunk_size):
+            handler.receive_data_chunk(content[start : start + handler.chunk_size], start)
+    except SkipFile:
+        raise ValueError(f"{name} is over PHOTO_MAX_UPLOAD_MB") from None
+    return handler.file_complete(len(content))
 
 
 def upload_size_check(request) -> None:

@@ -90,17 +90,14 @@ def photo_ingest(
 ) -> IngestResult:
     """Store an uploaded photo once per event and queue it.
 
+    ``upload`` is a file as core.uploads.HashingUploadHandler gives it: its ``sha256`` was
+    computed while it arrived (``core.uploads.upload_as_received`` does the same for bytes
+    from elsewhere). ``sha256`` is the hash the client says it sent, checked against that.
+
     The same bytes in the same event give back the existing photo, under a race too: the
     unique constraint decides, and only the row's creator writes the file.
     """
-    actual = getattr(upload, "sha256", None)
-    if actual is None:  # not through HashingUploadHandler (e.g. an in-memory test upload)
-        import hashlib
-
-        hasher = hashlib.sha256()
-        for chunk in upload.chunks():
-            hasher.update(chunk)
-        actual = hasher.hexdigest()
+    actual: str = upload.sha256
     if upload.size == 0:
         raise ApplicationError("The file is empty.", code="invalid_image")
     if sha256:

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.core.files.uploadedfile import UploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
+
+from core.uploads import upload_as_received
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_FACES = Path(os.environ.get("FINDME_FACES_DIR", ROOT.parent / "shared" / "faces"))
@@ -32,6 +35,25 @@ def _isolated_media_and_cache():
     yield
     if SHARED_CACHE:
         cache.clear()
+
+
+_UPLOADS: list[UploadedFile] = []
+
+
+def uploaded(name: str, content: bytes, content_type: str = "image/jpeg") -> UploadedFile:
+    """``content`` as a view receives an uploaded file: through the upload handler, hashed and
+    spooled to a temporary file (core.uploads.upload_as_received). Closed when the test ends,
+    as Django closes a request's files when the request ends."""
+    upload = upload_as_received(name, content, content_type)
+    _UPLOADS.append(upload)
+    return upload
+
+
+@pytest.fixture(autouse=True)
+def _uploads_closed():
+    yield
+    while _UPLOADS:
+        _UPLOADS.pop().close()
 
 
 @pytest.fixture

@@ -17,14 +17,13 @@ from django.utils import timezone
 from accounts.models import Selfie
 from accounts.services import selfie_store
 from core import jobs
-from core.uploads import upload_as_received
 from faces import services as faces_services
 from faces.models import Match, MemberSearch
 from faces.services import matching
 from photos import services as photos_services
 from photos.models import Membership, Photo
 from photos.services import PHOTO_JOB, event_join, jobs_sweep, photo_ingest, photo_process
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, uploaded
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +113,7 @@ def test_a_row_that_fails_to_store_removes_its_file_but_never_another_rows(
     # The same bytes arrive twice at once: the second insert loses to the unique constraint
     # after writing the (identical) file. The first row's file must stay.
     first = photo_ingest(
-        event=event, upload=upload_as_received("a.jpg", jpeg_bytes()), uploaded_by=staff_user
+        event=event, upload=uploaded("a.jpg", jpeg_bytes()), uploaded_by=staff_user
     ).photo
     real_existing = photos_services._photo_existing
     looks = []
@@ -125,7 +124,7 @@ def test_a_row_that_fails_to_store_removes_its_file_but_never_another_rows(
 
     monkeypatch.setattr(photos_services, "_photo_existing", first_look_misses)
     again = photo_ingest(
-        event=event, upload=upload_as_received("b.jpg", jpeg_bytes()), uploaded_by=staff_user
+        event=event, upload=uploaded("b.jpg", jpeg_bytes()), uploaded_by=staff_user
     )
     assert again.created is False and again.photo.pk == first.pk
     assert Path(first.original.path).read_bytes() == jpeg_bytes()
@@ -137,7 +136,7 @@ def test_a_row_that_fails_to_store_removes_its_file_but_never_another_rows(
     monkeypatch.setattr(Photo, "save", insert_fails)
     other = jpeg_bytes(colour=(1, 2, 3))
     with pytest.raises(OperationalError):
-        photo_ingest(event=event, upload=upload_as_received("c.jpg", other), uploaded_by=None)
+        photo_ingest(event=event, upload=uploaded("c.jpg", other), uploaded_by=None)
     files = [p for p in Path(django_settings.MEDIA_ROOT).rglob("*") if p.is_file()]
     assert files == [Path(first.original.path)]
 
@@ -145,7 +144,7 @@ def test_a_row_that_fails_to_store_removes_its_file_but_never_another_rows(
 # --- claims and leases --------------------------------------------------------------------------
 def test_a_run_that_lost_its_lease_cannot_finish_over_the_next_run(staff_user, event, broker):
     photo = photo_ingest(
-        event=event, upload=upload_as_received("p.jpg", jpeg_bytes()), uploaded_by=staff_user
+        event=event, upload=uploaded("p.jpg", jpeg_bytes()), uploaded_by=staff_user
     ).photo
     old_token = jobs.claim(PHOTO_JOB, photo.pk)
     assert old_token == 1
@@ -167,7 +166,7 @@ def test_the_heartbeat_keeps_a_working_rows_lease_alive(staff_user, event, setti
     settings.TASK_LEASE_S = 5
     settings.TASK_HEARTBEAT_S = 1
     photo = photo_ingest(
-        event=event, upload=upload_as_received("p.jpg", jpeg_bytes()), uploaded_by=staff_user
+        event=event, upload=uploaded("p.jpg", jpeg_bytes()), uploaded_by=staff_user
     ).photo
     token = jobs.claim(PHOTO_JOB, photo.pk)
     first = Photo.objects.get(pk=photo.pk).lease_expires_at
@@ -186,7 +185,7 @@ def test_the_heartbeat_keeps_a_working_rows_lease_alive(staff_user, event, setti
 def _photo(event, n: int, *, status: str, dispatched_ago: float) -> Photo:
     photo = photo_ingest(
         event=event,
-        upload=upload_as_received(f"{n}.jpg", jpeg_bytes(colour=(50 * n, 40, 40))),
+        upload=uploaded(f"{n}.jpg", jpeg_bytes(colour=(50 * n, 40, 40))),
         uploaded_by=None,
     ).photo
     Photo.objects.filter(pk=photo.pk).update(
@@ -246,7 +245,7 @@ def test_a_back_match_that_failed_is_retried_and_completed(
     back-match. Before, they got 0 of their photos for good."""
     photo = photo_ingest(
         event=event,
-        upload=upload_as_received("g.jpg", (faces_dir / "groups" / "two_people.jpg").read_bytes()),
+        upload=uploaded("g.jpg", (faces_dir / "groups" / "two_people.jpg").read_bytes()),
         uploaded_by=None,
     ).photo
     assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
@@ -278,7 +277,7 @@ def test_a_join_before_the_selfie_is_indexed_waits_for_it(
 ):
     photo = photo_ingest(
         event=event,
-        upload=upload_as_received("g.jpg", (faces_dir / "groups" / "two_people.jpg").read_bytes()),
+        upload=uploaded("g.jpg", (faces_dir / "groups" / "two_people.jpg").read_bytes()),
         uploaded_by=None,
     ).photo
     photo_process(photo_id=photo.pk)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from tests.browser import DESKTOP, PASSWORD, new_page
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, uploaded
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -47,7 +46,7 @@ def gallery_of(user, event, count: int) -> None:
         Image.new("RGB", (800, 600), colour).save(buffer, format="JPEG")
         photo = photo_ingest(
             event=event,
-            upload=SimpleUploadedFile(f"p{n}.jpg", buffer.getvalue(), "image/jpeg"),
+            upload=uploaded(f"p{n}.jpg", buffer.getvalue(), "image/jpeg"),
             uploaded_by=None,
         ).photo
         thumb, preview = io.BytesIO(), io.BytesIO()
@@ -148,7 +147,7 @@ def test_staff_pages(browser, axe, live_server, event, staff_user):
 
     failed = photo_ingest(
         event=event,
-        upload=SimpleUploadedFile("f.jpg", jpeg_bytes(), "image/jpeg"),
+        upload=uploaded("f.jpg", jpeg_bytes(), "image/jpeg"),
         uploaded_by=staff_user,
     ).photo
     Photo.objects.filter(pk=failed.pk).update(

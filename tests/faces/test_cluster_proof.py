@@ -21,11 +21,11 @@ from PIL import Image
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
-from core.uploads import upload_as_received
 from faces.models import EngineCall
 from photos.models import Event, Membership, Photo
 from photos.services import photo_ingest
 from tests.cluster import running_cluster, wait_until
+from tests.conftest import uploaded
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -95,9 +95,7 @@ def test_three_workers_index_each_member_once_and_never_exceed_the_engine_cap(
     photo_ids = [
         photo_ingest(
             event=event,
-            upload=upload_as_received(
-                f"p{n}.jpg", variant(sources[n % len(sources)], n), "image/jpeg"
-            ),
+            upload=uploaded(f"p{n}.jpg", variant(sources[n % len(sources)], n), "image/jpeg"),
             uploaded_by=None,
         ).photo.pk
         for n in range(PHOTOS)

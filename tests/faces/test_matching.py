@@ -10,17 +10,17 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
-from core.uploads import upload_as_received
 from faces.models import Face, Match
 from faces.services import member_index, member_match_event
 from photos.models import Membership, Photo
 from photos.services import photo_ingest, photo_process
+from tests.conftest import uploaded
 
 pytestmark = [pytest.mark.django_db, pytest.mark.faces]
 
 
 def ingest(event, staff_user, path: Path) -> Photo:
-    upload = upload_as_received(path.name, path.read_bytes(), content_type="image/jpeg")
+    upload = uploaded(path.name, path.read_bytes(), content_type="image/jpeg")
     return photo_ingest(event=event, upload=upload, uploaded_by=staff_user).photo
 
 

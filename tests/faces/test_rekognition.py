@@ -23,7 +23,6 @@ from PIL import Image
 from accounts.models import Selfie
 from accounts.services import selfie_store
 from core import jobs
-from core.uploads import upload_as_received
 from faces import services as faces_services
 from faces import tasks as faces_tasks
 from faces.engines.rekognition import BILLABLE, RekognitionEngine
@@ -31,7 +30,7 @@ from faces.models import CollectionFace, EngineCall, Face, Match, MemberSearch
 from faces.services.engines import _engines, engine_build, engine_get
 from photos.models import Event, Membership, Photo
 from photos.services import photo_ingest, photo_process, photo_reprocess, photos_delete
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, uploaded
 
 pytestmark = pytest.mark.django_db
 
@@ -135,7 +134,7 @@ def photo_new(event: Event, n: int) -> Photo:
     # Noise: flat colours close to each other can encode to the very same JPEG bytes.
     buffer = io.BytesIO()
     Image.frombytes("RGB", (48, 32), os.urandom(48 * 32 * 3)).save(buffer, format="JPEG")
-    upload = upload_as_received(f"p{n}.jpg", buffer.getvalue(), "image/jpeg")
+    upload = uploaded(f"p{n}.jpg", buffer.getvalue(), "image/jpeg")
     return photo_ingest(event=event, upload=upload, uploaded_by=None).photo
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from photos.models import Photo
 from photos.services import photo_ingest
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, uploaded
 
 pytestmark = pytest.mark.django_db
 
@@ -18,9 +17,7 @@ def superuser(django_user_model):
 
 
 def test_every_admin_list_opens(client, superuser, event):
-    photo_ingest(
-        event=event, upload=SimpleUploadedFile("a.jpg", jpeg_bytes()), uploaded_by=superuser
-    )
+    photo_ingest(event=event, upload=uploaded("a.jpg", jpeg_bytes()), uploaded_by=superuser)
     client.force_login(superuser)
     for path in [
         "/admin/",
@@ -42,12 +39,12 @@ def test_every_admin_list_opens(client, superuser, event):
 
 def test_queue_page_shows_the_numbers_and_failures(client, superuser, event):
     photo = photo_ingest(
-        event=event, upload=SimpleUploadedFile("a.jpg", jpeg_bytes()), uploaded_by=superuser
+        event=event, upload=uploaded("a.jpg", jpeg_bytes()), uploaded_by=superuser
     ).photo
     Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.FAILED, error="ValueError: broken")
     photo_ingest(
         event=event,
-        upload=SimpleUploadedFile("b.jpg", jpeg_bytes(colour=(0, 0, 9))),
+        upload=uploaded("b.jpg", jpeg_bytes(colour=(0, 0, 9))),
         uploaded_by=superuser,
     )
     client.force_login(superuser)
@@ -75,7 +72,7 @@ def test_reprocess_action_queues_photos_again_and_refreshes_galleries(
     failed, done = (
         photo_ingest(
             event=event,
-            upload=SimpleUploadedFile(f"{i}.jpg", jpeg_bytes(colour=(i, 0, 0))),
+            upload=uploaded(f"{i}.jpg", jpeg_bytes(colour=(i, 0, 0))),
             uploaded_by=superuser,
         ).photo
         for i in (1, 2)
@@ -107,7 +104,7 @@ def test_deleting_photos_in_the_admin_removes_files_and_refreshes_galleries(
     from faces.models import Match
 
     photo = photo_ingest(
-        event=event, upload=SimpleUploadedFile("a.jpg", jpeg_bytes()), uploaded_by=superuser
+        event=event, upload=uploaded("a.jpg", jpeg_bytes()), uploaded_by=superuser
     ).photo
     Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.DONE)
     Match.objects.create(photo=photo, event=event, user=attendee, distance=0.3)

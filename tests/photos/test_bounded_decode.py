@@ -40,6 +40,7 @@ from accounts.models import Selfie
 from core import imaging
 from photos.models import Photo
 from photos.services import photo_ingest, photo_process
+from tests.conftest import uploaded
 from tests.photos.test_ingest_api import assert_error, assert_nothing_stored, stored_files
 
 pytestmark = pytest.mark.django_db
@@ -199,9 +200,7 @@ def test_an_image_past_pillows_own_limit_is_image_too_large_not_a_crash(staff_cl
 
 def test_a_photo_of_the_full_photo_limit_is_processed_by_the_worker(huge_jpeg, event):
     assert settings.PHOTO_MAX_PIXELS == 10000 * 10000
-    photo = photo_ingest(
-        event=event, upload=SimpleUploadedFile("big.jpg", huge_jpeg), uploaded_by=None
-    ).photo
+    photo = photo_ingest(event=event, upload=uploaded("big.jpg", huge_jpeg), uploaded_by=None).photo
     assert (photo.width, photo.height) == (10000, 10000)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from core import jobs
 from core.generations import user_generation
@@ -15,13 +14,13 @@ from faces.models import Match
 from photos import tasks as photos_tasks
 from photos.models import Event, Photo
 from photos.services import photo_ingest
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, uploaded
 
 pytestmark = pytest.mark.django_db
 
 
 def photo_in(event: Event, n: int) -> Photo:
-    upload = SimpleUploadedFile(f"p{n}.jpg", jpeg_bytes(colour=(60 * n, 90, 160)), "image/jpeg")
+    upload = uploaded(f"p{n}.jpg", jpeg_bytes(colour=(60 * n, 90, 160)), "image/jpeg")
     photo = photo_ingest(event=event, upload=upload, uploaded_by=None).photo
     Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.DONE)
     return photo

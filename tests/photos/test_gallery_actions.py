@@ -12,7 +12,6 @@ from rest_framework.test import APIClient
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
-from core.uploads import upload_as_received
 from faces.engines.base import DetectedFace
 from faces.engines.local import LocalEngine
 from faces.models import Face, Match
@@ -20,7 +19,7 @@ from faces.services import member_index, selfie_register
 from faces.services.engines import _engines
 from photos.models import Event, Membership, Photo
 from photos.services import photo_ingest, photo_process, photo_reprocess
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, uploaded
 
 pytestmark = pytest.mark.django_db
 
@@ -86,7 +85,7 @@ def test_not_me_survives_a_reprocess_of_the_photo(
     monkeypatch.setitem(_engines, settings.FACE_ENGINE, engine)
     photo = photo_ingest(
         event=event,
-        upload=upload_as_received("p.jpg", jpeg_bytes((320, 240)), content_type="image/jpeg"),
+        upload=uploaded("p.jpg", jpeg_bytes((320, 240)), content_type="image/jpeg"),
         uploaded_by=staff_user,
     ).photo
     with django_capture_on_commit_callbacks(execute=True):
@@ -153,7 +152,7 @@ def test_not_me_survives_a_reprocess_with_real_faces(
     with open(faces_dir / "groups" / "two_people.jpg", "rb") as fh:
         photo = photo_ingest(
             event=event,
-            upload=upload_as_received("two.jpg", fh.read(), content_type="image/jpeg"),
+            upload=uploaded("two.jpg", fh.read(), content_type="image/jpeg"),
             uploaded_by=staff_user,
         ).photo
     with django_capture_on_commit_callbacks(execute=True):

@@ -7,11 +7,11 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from photos.models import Photo, Rendition
 from photos.services import photo_ingest, photo_process
+from tests.conftest import uploaded
 
 pytestmark = pytest.mark.django_db
 
@@ -59,9 +59,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_every_kind_of_image_gets_an_rgb_thumbnail_and_preview(name, event):
     make, content_type, thumb_size, colour = CASES[name]
-    photo = photo_ingest(
-        event=event, upload=SimpleUploadedFile(name, make()), uploaded_by=None
-    ).photo
+    photo = photo_ingest(event=event, upload=uploaded(name, make()), uploaded_by=None).photo
     assert photo.content_type == content_type
 
     assert photo_process(photo_id=photo.pk) == Photo.Status.DONE

@@ -6,7 +6,6 @@ import io
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from PIL import Image
@@ -15,6 +14,7 @@ from rest_framework.test import APIClient
 from faces.models import Match
 from photos.models import Photo, Rendition
 from photos.services import photo_ingest, photo_process
+from tests.conftest import uploaded
 
 pytestmark = pytest.mark.django_db
 
@@ -213,7 +213,7 @@ def test_thumbnail_and_preview_of_a_photo_with_gps_carry_no_exif(
     assert Image.open(io.BytesIO(data)).getexif().get_ifd(GPS_IFD)  # the fixture has a location
     result = photo_ingest(
         event=event,
-        upload=SimpleUploadedFile("gps.jpg", data, content_type="image/jpeg"),
+        upload=uploaded("gps.jpg", data, content_type="image/jpeg"),
         uploaded_by=staff_user,
     )
     assert photo_process(photo_id=result.photo.pk) == Photo.Status.DONE

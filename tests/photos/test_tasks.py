@@ -24,13 +24,13 @@ from photos.services import (
     photo_process,
     photo_reprocess,
 )
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, uploaded
 
 pytestmark = pytest.mark.django_db
 
 
 def ingest_bytes(event, user, data: bytes, name: str = "p.jpg") -> Photo:
-    upload = SimpleUploadedFile(name, data, content_type="image/jpeg")
+    upload = uploaded(name, data, content_type="image/jpeg")
     return photo_ingest(event=event, upload=upload, uploaded_by=user).photo
 
 

@@ -29,6 +29,7 @@ from photos.models import Event, Membership, Photo
 from photos.services import photo_ingest
 from tests.cluster import cluster_log, running_cluster, wait_until
 from tests.conftest import face_photo_variants as photo_variants
+from tests.conftest import uploaded
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -56,9 +57,7 @@ def event_with_members(faces_dir: Path, django_user_model) -> Event:
 
 def ingest(event: Event, photos: list[bytes]) -> list[int]:
     return [
-        photo_ingest(
-            event=event, upload=SimpleUploadedFile(f"{n}.jpg", data), uploaded_by=None
-        ).photo.pk
+        photo_ingest(event=event, upload=uploaded(f"{n}.jpg", data), uploaded_by=None).photo.pk
         for n, data in enumerate(photos)
     ]
 
