@@ -15,6 +15,13 @@ class EventAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("qr_link",)
 
+    # Every deletion goes through the service: galleries, files and engine vectors go too.
+    def delete_model(self, request: HttpRequest, obj: Event) -> None:
+        services.events_delete(event_ids=[obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
+        services.events_delete(event_ids=list(queryset.values_list("pk", flat=True)))
+
     @admin.display(description="Join QR code")
     def qr_link(self, obj: Event) -> str:
         if not obj.pk:

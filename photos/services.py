@@ -310,9 +310,25 @@ def photos_delete(*, photo_ids: list[int]) -> int:
     return len(photos)
 
 
-def event_deleted(*, event_id: int) -> None:
-    """An event row is being deleted: after commit, delete its photo files in the background."""
-    transaction.on_commit(lambda: jobs.enqueue("photos.tasks.event_files_delete", event_id))
+def events_delete(*, event_ids: list[int]) -> int:
+    """Delete events with everything of theirs, however the deletion is started (the admin's
+    page or action, a script): their members' galleries empty at once, and after commit their
+    photo files and the face engine's vectors are deleted in the background.
+
+    An event deleted behind this service's back (a queryset in a shell) loses its files and
+    vectors later, through the sweeps (``event_files_sweep``, the vector sweep).
+    """
+    with transaction.atomic():
+        event_ids = list(Event.objects.filter(pk__in=event_ids).values_list("pk", flat=True))
+        for event_id in event_ids:
+            faces_services.event_viewers_refresh(event_id=event_id)
+        Event.objects.filter(pk__in=event_ids).delete()
+        for event_id in event_ids:
+            transaction.on_commit(
+                lambda e=event_id: jobs.enqueue("photos.tasks.event_files_delete", e)
+            )
+            faces_services.event_deleted(event_id=event_id)
+    return len(event_ids)
 
 
 def event_files_delete(*, event_id: int) -> int:

@@ -28,6 +28,7 @@ from faces import tasks as faces_tasks
 from faces.engines.rekognition import BILLABLE, RekognitionEngine
 from faces.models import CollectionFace, EngineCall, Face, Match, MemberSearch
 from faces.services.engines import _engines, engine_build, engine_get
+from photos import services as photos_services
 from photos.models import Event, Membership, Photo
 from photos.services import photo_ingest, photo_process, photo_reprocess, photos_delete
 from tests.conftest import jpeg_bytes, uploaded
@@ -423,7 +424,7 @@ def test_deleting_an_event_deletes_its_collection(
     monkeypatch.setattr(jobs, "enqueue", lambda *args: queued.append(args) or True)
     event_id = event.pk
     with django_capture_on_commit_callbacks(execute=True):
-        event.delete()
+        photos_services.events_delete(event_ids=[event_id])
     assert ("faces.tasks.event_forget", event_id) in queued
 
     stub.add_response(

@@ -11,6 +11,7 @@ from django.conf import settings
 from core import jobs
 from core.generations import user_generation
 from faces.models import Match
+from photos import services as photos_services
 from photos import tasks as photos_tasks
 from photos.models import Event, Photo
 from photos.services import photo_ingest
@@ -55,7 +56,8 @@ def test_deleting_an_event_in_the_admin_deletes_its_files_and_empties_galleries(
     assert not Event.objects.filter(pk=event_id).exists()
     assert not Photo.objects.filter(event_id=event_id).exists()
     assert user_generation(attendee.pk) != generation  # the gallery is stale at once
-    assert queued == [("photos.tasks.event_files_delete", event_id)]
+    assert ("photos.tasks.event_files_delete", event_id) in queued
+    assert ("faces.tasks.event_forget", event_id) in queued
 
     assert photos_tasks.event_files_delete(event_id) == 2
     assert not any(path.exists() for path in paths)
@@ -66,15 +68,15 @@ def test_deleting_an_event_in_the_admin_deletes_its_files_and_empties_galleries(
     assert Path(kept.original.path).is_file()
 
 
-def test_a_shell_delete_queues_the_files_task_too(
+def test_a_delete_behind_the_services_back_is_covered_by_the_sweep(
     event, queued, django_capture_on_commit_callbacks
 ):
-    photo_in(event, 1)
-    event_id = event.pk
+    photo = photo_in(event, 1)
     with django_capture_on_commit_callbacks(execute=True):
-        Event.objects.filter(pk=event_id).delete()
-    assert queued == [("photos.tasks.event_files_delete", event_id)]
-    assert photos_tasks.event_files_delete(event_id) == 1
+        Event.objects.filter(pk=event.pk).delete()  # a shell: no service, no task
+    assert queued == []
+    assert photos_tasks.event_files_sweep() == 1
+    assert not Path(photo.original.path).exists()
 
 
 def test_the_files_task_refuses_while_the_event_exists(event):
@@ -91,7 +93,7 @@ def test_files_of_an_event_deleted_while_the_broker_was_down_are_swept(
     doomed = [photo_in(event, n) for n in (2, 3)]
     monkeypatch.setattr(jobs, "enqueue", lambda *args: False)  # the broker is down
     with django_capture_on_commit_callbacks(execute=True):
-        event.delete()
+        assert photos_services.events_delete(event_ids=[event.pk]) == 1
     assert all(Path(p.original.path).is_file() for p in doomed)  # the task was never queued
     assert photos_tasks.event_files_sweep() == 2
     assert not any(Path(p.original.path).exists() for p in doomed)

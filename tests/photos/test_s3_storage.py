@@ -107,12 +107,13 @@ def test_deleting_an_event_empties_its_folder_of_the_bucket(
     assert len(keys(bucket)) == 4
 
     from core import jobs
+    from photos import services as photos_services
 
     queued = []
     monkeypatch.setattr(jobs, "enqueue", lambda *args: queued.append(args) or True)
     event_id = event.pk
     with django_capture_on_commit_callbacks(execute=True):
-        event.delete()
+        photos_services.events_delete(event_ids=[event_id])
     assert ("photos.tasks.event_files_delete", event_id) in queued
     assert photos_tasks.event_files_delete(event_id) == 3
     assert keys(bucket) == {Photo.objects.get(pk=kept).original.name}
