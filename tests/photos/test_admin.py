@@ -111,10 +111,10 @@ def test_deleting_photos_in_the_admin_removes_files_and_refreshes_galleries(
     path = Path(photo.original.path)
     generation = user_generation(attendee.pk)
     client.force_login(superuser)
-    from faces.services import vectors
+    from core import jobs
 
     queued = []
-    monkeypatch.setattr(vectors, "async_task", lambda *args: queued.append(args))
+    monkeypatch.setattr(jobs, "enqueue", lambda *args: queued.append(args) or True)
     with django_capture_on_commit_callbacks(execute=True):
         answer = client.post(
             "/admin/photos/photo/",
