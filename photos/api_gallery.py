@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
-from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
+from django.utils.cache import get_conditional_response, patch_vary_headers
 from django.utils.http import content_disposition_header, quote_etag
 from rest_framework.generics import GenericAPIView
 from rest_framework.negotiation import BaseContentNegotiation
@@ -30,7 +29,8 @@ from .serializers import PhotoOutputSerializer
 
 logger = logging.getLogger(__name__)
 
-YEAR_S = 365 * 24 * 3600
+IMMUTABLE = "private, max-age=31536000, immutable"
+REVALIDATE = "private, no-cache"
 
 
 class _AnswerWhateverAccepted(BaseContentNegotiation):
@@ -108,9 +108,8 @@ class MyPhotosApi(GenericAPIView):
         return _conditional_get(
             request,
             etag=page.etag,
+            cache_control=REVALIDATE,
             answer=lambda: HttpResponse(page.body, content_type="application/json"),
-            private=True,
-            no_cache=True,
         )
 
 
@@ -129,10 +128,8 @@ class _PhotoBytesApi(APIView):
         response = _conditional_get(
             request,
             etag=quote_etag(f"{photo.sha256}-{self.variant}"),
+            cache_control=IMMUTABLE,
             answer=lambda: self.body(photo),
-            private=True,
-            max_age=YEAR_S,
-            immutable=True,
         )
         patch_vary_headers(response, ("Cookie", "Authorization"))
         return response
@@ -147,7 +144,7 @@ class _PhotoBytesApi(APIView):
 
 
 def _conditional_get(
-    request: Request, *, etag: str, answer: Callable[[], HttpResponse], **cache_control: Any
+    request: Request, *, etag: str, cache_control: str, answer: Callable[[], HttpResponse]
 ) -> HttpResponse:
     """``answer()`` with its ETag and Cache-Control, unless Django's reading of the conditional
     headers settles it first: 304 (with the same two headers) when If-None-Match holds the
@@ -158,7 +155,9 @@ def _conditional_get(
         response = answer()
     if response.status_code != 412:  # a refused precondition must not be cached for a year
         response["ETag"] = etag
-        patch_cache_control(response, **cache_control)
+        # Set whole, not patched: a fresh response has no Cache-Control to merge with, and
+        # parsing one costs a gallery hit about 10 us.
+        response["Cache-Control"] = cache_control
     return response
 
 
