@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import QuerySet
 from PIL import Image
 
@@ -34,8 +36,9 @@ def selfie_image(*, user_id: int) -> Image.Image:
         return decode_upright(fh)
 
 
-def selfies_indexed_for_event(*, event_id: int) -> QuerySet[Selfie]:
-    """Indexed selfies of the members of one event: the only people its photos may match."""
-    return Selfie.objects.filter(
-        status=Selfie.Status.INDEXED, user__memberships__event_id=event_id
-    ).only("user_id", "descriptor", "engine_ref")
+def selfies_indexed(*, user_ids: QuerySet | Iterable[int]) -> QuerySet[Selfie]:
+    """The indexed selfies of these users (a list or a subquery of user ids), with what matching
+    needs."""
+    return Selfie.objects.filter(status=Selfie.Status.INDEXED, user_id__in=user_ids).only(
+        "user_id", "descriptor", "engine_ref"
+    )

@@ -137,8 +137,9 @@ def populate(n_photos: int, n_members: int, my_matches: int) -> int:
 
     from accounts.models import User
     from bench.rows import done_photo
+    from events.models import Event, Membership
     from faces.models import Match
-    from photos.models import Event, Membership, Photo, Rendition
+    from photos.models import Photo, Rendition
 
     rng = random.Random(5)  # noqa: S311 - reproducible data, not security
     n_events = 20

@@ -88,8 +88,9 @@ def populate(n: int) -> int:
 
     from accounts.models import User
     from bench.rows import done_photo
+    from events.models import Event, Membership
     from faces.models import Match
-    from photos.models import Event, Membership, Photo, Rendition
+    from photos.models import Photo, Rendition
 
     event = Event.objects.create(name="Garden party", slug="garden-party")
     me = User.objects.create(username="guest", password=make_password(None))

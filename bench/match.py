@@ -62,11 +62,12 @@ def main() -> None:
     call_command("createcachetable")
 
     from accounts.models import Selfie, User
+    from events.models import Event, Membership
     from faces.engines.base import MemberRecord
     from faces.engines.local import LocalEngine, descriptors_matrix
     from faces.models import Face, Match
     from faces.services import member_match_event
-    from photos.models import Event, Membership, Photo
+    from photos.models import Photo
 
     rng = np.random.default_rng(42)
     vectors = rng.normal(0, 0.09, size=(args.faces, 128)).astype(np.float32)

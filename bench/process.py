@@ -265,8 +265,8 @@ def findme_setup(photos, env: dict[str, str]):
 
     from accounts.models import Selfie, User
     from core.uploads import upload_as_received
+    from events.models import Membership
     from faces.services import member_index, selfie_register
-    from photos.models import Membership
     from photos.services import event_create, photo_ingest
 
     staff = User.objects.create_superuser("photographer", "p@example.com", "bench-pass-123")

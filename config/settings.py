@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "django_q",
     "core",
     "accounts",
+    "events",
     "faces",
     "photos",
 ]

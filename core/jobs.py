@@ -40,6 +40,7 @@ from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
+
 class JobFields(models.Model):
     """What every queued row carries besides its own status."""
 

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 
 from core.jobs import JobFields
+from events.models import Event
 
 
 class Face(models.Model):
@@ -11,7 +12,7 @@ class Face(models.Model):
 
     photo = models.ForeignKey("photos.Photo", on_delete=models.CASCADE, related_name="faces")
     # Denormalised from the photo so that an event's descriptors load with one indexed query.
-    event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
     index = models.PositiveSmallIntegerField()
     left = models.FloatField()
     top = models.FloatField()
@@ -44,7 +45,7 @@ class Match(models.Model):
     """
 
     photo = models.ForeignKey("photos.Photo", on_delete=models.CASCADE, related_name="matches")
-    event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="face_matches"
     )
@@ -99,7 +100,7 @@ class CollectionFace(models.Model):
     vectors are deleted too.
     """
 
-    event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
     photo_id = models.BigIntegerField()
     face_id = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -134,7 +135,7 @@ class MemberSearch(JobFields):
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    event = models.ForeignKey("photos.Event", on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
     faces_through = models.BigIntegerField(default=0)
     searched_at = models.DateTimeField(null=True, blank=True)
 

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 
 from accounts.selectors import selfie_get
 from core.errors import ApplicationError
+from events.selectors import member_has_events
 
 from . import services
 
@@ -25,7 +26,7 @@ def _selfie_render(
             "error": error,
             "error_code": error_code,
             "max_upload_mb": settings.PHOTO_MAX_UPLOAD_MB,
-            "has_events": request.user.memberships.exists(),
+            "has_events": member_has_events(user_id=request.user.pk),
             # A refused photo should not cost the member their tick as well.
             "consent_given": request.method == "POST" and bool(request.POST.get("consent")),
         },

@@ -4,8 +4,10 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from events.models import Event, Membership
+
 from . import services
-from .models import Event, Membership, Photo
+from .models import Photo
 
 
 @admin.register(Event)

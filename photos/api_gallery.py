@@ -19,12 +19,13 @@ from rest_framework.views import APIView
 from accounts.selectors import selfie_get
 from core.errors import NotFound
 from core.imaging import sniff_type
+from events.models import Event
 from faces import services as faces_services
 
 from . import selectors
 from .gallery import my_photos_json, zip_stream
 from .links import photo_url_maker
-from .models import Event, Photo
+from .models import Photo
 from .serializers import PhotoOutputSerializer
 
 logger = logging.getLogger(__name__)

@@ -1,52 +1,13 @@
 from __future__ import annotations
 
-import secrets
-
 from django.conf import settings
 from django.db import models
-from django.urls import reverse
 
 from core.jobs import JobFields
-
-
-def join_code_new() -> str:
-    return secrets.token_urlsafe(6)
-
-
-class Event(models.Model):
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=80, unique=True)
-    join_code = models.CharField(max_length=32, default=join_code_new)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def join_path(self) -> str:
-        return f"{reverse('event-join', kwargs={'slug': self.slug})}?code={self.join_code}"
-
-
-class Membership(models.Model):
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
-    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="memberships")
-    joined_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["user", "event"], name="membership_unique_user_event")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.user_id} in {self.event_id}"
+from events.models import (
+    Event,
+    join_code_new,  # noqa: F401 - named by migration 0001
+)
 
 
 def photo_upload_to(instance: Photo, filename: str) -> str:  # noqa: ARG001

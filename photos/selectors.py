@@ -6,8 +6,9 @@ from django.db.models import Count, Q, QuerySet
 
 from accounts.models import User
 from core.errors import NotFound
+from events.models import Event, Membership
 
-from .models import Event, Membership, Photo
+from .models import Photo
 
 RENDITIONS = ("thumb", "preview")
 

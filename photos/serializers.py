@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from .models import Event, Photo
+from events.models import Event
+
+from .models import Photo
 
 
 def _absolute(request, path: str) -> str:

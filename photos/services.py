@@ -19,9 +19,10 @@ from accounts.models import User
 from core import jobs
 from core.errors import ApplicationError, NotFound, ServiceUnavailable
 from core.imaging import ImageRejected, average_colour, decode_upright, encode, inspect, resized
+from events.models import Event, Membership
 from faces import services as faces_services
 
-from .models import Event, Membership, Photo, Rendition
+from .models import Photo, Rendition
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import selfie_get
 from core.errors import NotFound
+from events.models import Event
 from faces import services as faces_services
 
 from . import selectors, services
 from .links import photo_url_maker
-from .models import Event
 
 MY_PHOTOS_PER_PAGE = 60
 

@@ -96,7 +96,7 @@ def attendee_client(attendee) -> APIClient:
 
 @pytest.fixture
 def event(staff_user):
-    from photos.models import Event
+    from events.models import Event
 
     return Event.objects.create(name="Wedding", slug="wedding", created_by=staff_user)
 

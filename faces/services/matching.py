@@ -10,14 +10,13 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from accounts.selectors import selfie_image, selfie_is_indexed, selfies_indexed_for_event
+from accounts.selectors import selfie_image, selfie_is_indexed, selfies_indexed
 from core.generations import users_generation_bump
 from core.locks import transaction_lock
+from events.selectors import member_ids, member_is_in
 
 from ..engines.base import Candidate, FaceRecord, MemberRecord
 from ..models import Face, Match, MemberSearch
-
-Membership = Face.event.field.related_model.memberships.rel.related_model
 
 
 def event_lock(event_id: int) -> None:
@@ -119,7 +118,7 @@ def member_record(*, user_id: int, descriptor: bytes | None, engine_ref: str) ->
 def member_records(event_id: int) -> list[MemberRecord]:
     return [
         member_record(user_id=s.user_id, descriptor=s.descriptor, engine_ref=s.engine_ref)
-        for s in selfies_indexed_for_event(event_id=event_id)
+        for s in selfies_indexed(user_ids=member_ids(event_id=event_id))
     ]
 
 
@@ -173,7 +172,7 @@ def member_merge(*, user_id: int, event_id: int, fresh: Sequence[Candidate], thr
     with transaction.atomic():
         event_lock(event_id)
         indexed = selfie_is_indexed(user_id=user_id)
-        joined = Membership.objects.filter(user_id=user_id, event_id=event_id).exists()
+        joined = member_is_in(user_id=user_id, event_id=event_id)
         if not indexed or not joined:
             return 0  # forgotten or left meanwhile: nothing of theirs may be matched
         photo_ids = sorted(

@@ -16,6 +16,7 @@ from accounts.services import SELFIE_JOB, selfie_delete, selfie_indexed, selfie_
 from core import jobs
 from core.errors import ApplicationError
 from core.imaging import ImageRejected, decode_upright, encode, inspect, resized
+from events.selectors import member_event_ids, member_is_in
 
 from ..engines.base import EngineError, FaceRecord
 from ..models import Face, Match, MemberSearch
@@ -24,8 +25,6 @@ from .matching import event_lock, galleries_changed, member_merge, member_record
 
 logger = logging.getLogger(__name__)
 
-Event = Face.event.field.related_model
-Membership = Event.memberships.rel.related_model
 
 
 BACKMATCH_JOB = jobs.JobKind(
@@ -112,7 +111,7 @@ def _member_backmatch(*, user_id: int, event_id: int) -> int | None:
     selfie = selfie_indexed_get(user_id=user_id)
     if selfie is None:
         return None
-    if not Membership.objects.filter(user_id=user_id, event_id=event_id).exists():
+    if not member_is_in(user_id=user_id, event_id=event_id):
         return 0
     member = member_record(
         user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref
@@ -178,7 +177,7 @@ def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
     """Compute and store the selfie's vector; record a back-match per event. Returns the
     events to back-match, or None when the selfie was deleted or replaced meanwhile."""
     engine = engine_get()
-    event_ids = list(Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True))
+    event_ids = member_event_ids(user_id=user_id)
     image = selfie_image(user_id=user_id)
     enrollment = engine.member_enroll(user_id=user_id, event_ids=event_ids, image=image)
     with transaction.atomic():
@@ -192,9 +191,7 @@ def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
         if updated:
             # Read again in the transaction that marks the selfie indexed: an event joined
             # since the read above is back-matched too (or its join saw the selfie indexed).
-            event_ids = list(
-                Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True)
-            )
+            event_ids = member_event_ids(user_id=user_id)
             for event_id in event_ids:
                 member_backmatch_request(user_id=user_id, event_id=event_id, dispatch=False)
     if not updated:  # deleted or replaced meanwhile: its vectors must not linger
@@ -206,7 +203,7 @@ def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
 def member_forget(*, user_id: int) -> None:
     """Delete a member's face data everywhere: engine vectors, matches (rejected too), selfie."""
     selfie = selfie_get(user_id=user_id)
-    event_ids = list(Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True))
+    event_ids = member_event_ids(user_id=user_id)
     if selfie is not None and selfie.engine_ref:
         engine_get().member_forget(
             user_id=user_id, engine_ref=selfie.engine_ref, event_ids=event_ids

@@ -17,8 +17,9 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from accounts.selectors import selfies_indexed_for_event
+from accounts.selectors import selfies_indexed
 from core import jobs
+from events.selectors import member_ids
 
 from ..engines.base import FaceRecord
 from ..models import CollectionFace, Face, MemberSearch
@@ -131,7 +132,7 @@ def events_rematch_sweep() -> int:
     )
     scheduled = 0
     for event_id, newest in newest_by_event.items():
-        indexed = selfies_indexed_for_event(event_id=event_id)
+        indexed = selfies_indexed(user_ids=member_ids(event_id=event_id))
         members = set(indexed.values_list("user_id", flat=True))
         current = set(
             MemberSearch.objects.filter(

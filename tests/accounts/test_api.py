@@ -10,7 +10,7 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from accounts.models import Selfie
-from photos.models import Event, Membership
+from events.models import Event, Membership
 from tests.photos.test_ingest_api import assert_error
 
 pytestmark = pytest.mark.django_db

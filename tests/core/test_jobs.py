@@ -17,11 +17,12 @@ from django.utils import timezone
 from accounts.models import Selfie
 from accounts.services import selfie_store
 from core import jobs
+from events.models import Membership
 from faces import services as faces_services
 from faces.models import Match, MemberSearch
 from faces.services import matching
 from photos import services as photos_services
-from photos.models import Membership, Photo
+from photos.models import Photo
 from photos.services import PHOTO_JOB, event_join, jobs_sweep, photo_ingest, photo_process
 from tests.conftest import jpeg_bytes, uploaded
 

@@ -35,8 +35,9 @@ from core.cache import CacheUnavailable, TolerantRedisCache
 from core.counters import counter_add, counters_get
 from core.errors import outage_of
 from core.generations import user_generation, users_generation_bump
+from events.models import Membership
 from faces.models import Match
-from photos.models import Membership, Photo
+from photos.models import Photo
 from tests.reliability.servers import free_port, redis_missing, redis_server
 
 URLCONF = "tests.core.test_outage_mapping"

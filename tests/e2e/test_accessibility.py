@@ -89,7 +89,7 @@ def test_anonymous_pages(browser, axe, live_server, event):
 
 
 def test_attendee_pages(browser, axe, live_server, event, django_user_model, monkeypatch):
-    from photos.models import Membership
+    from events.models import Membership
 
     # Three a page, so that four photos show the pagination too.
     monkeypatch.setattr("photos.views.MY_PHOTOS_PER_PAGE", 3)

@@ -16,8 +16,9 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 
 from accounts.models import Selfie
+from events.models import Membership
 from faces.models import Match, MemberSearch
-from photos.models import Membership, Photo
+from photos.models import Photo
 from tests.cluster import cluster_log, running_cluster, wait_until
 from tests.conftest import face_photo_variants
 

@@ -21,8 +21,9 @@ from PIL import Image
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
+from events.models import Event, Membership
 from faces.models import EngineCall
-from photos.models import Event, Membership, Photo
+from photos.models import Photo
 from photos.services import photo_ingest
 from tests.cluster import running_cluster, wait_until
 from tests.conftest import uploaded

@@ -10,9 +10,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
+from events.models import Membership
 from faces.models import Face, Match
 from faces.services import member_index, member_match_event
-from photos.models import Membership, Photo
+from photos.models import Photo
 from photos.services import photo_ingest, photo_process
 from tests.conftest import uploaded
 
@@ -92,7 +93,7 @@ def test_a_face_goes_to_one_member_only_and_each_member_once_per_photo(scene, ev
 
 
 def test_members_of_another_event_never_match(scene, event, staff_user, django_user_model):
-    from photos.models import Event
+    from events.models import Event
 
     other = Event.objects.create(name="Elsewhere", slug="elsewhere")
     outsider = django_user_model.objects.create_user(username="obama-elsewhere", password="x")

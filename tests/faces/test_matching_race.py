@@ -15,10 +15,11 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from accounts.models import Selfie
+from events.models import Membership
 from faces.engines.base import DetectedFace
 from faces.models import Match
 from faces.services import faces_store, member_match_event
-from photos.models import Membership, Photo
+from photos.models import Photo
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

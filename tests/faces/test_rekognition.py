@@ -23,13 +23,14 @@ from PIL import Image
 from accounts.models import Selfie
 from accounts.services import selfie_store
 from core import jobs
+from events.models import Event, Membership
 from faces import services as faces_services
 from faces import tasks as faces_tasks
 from faces.engines.rekognition import BILLABLE, RekognitionEngine
 from faces.models import CollectionFace, EngineCall, Face, Match, MemberSearch
 from faces.services.engines import _engines, engine_build, engine_get
 from photos import services as photos_services
-from photos.models import Event, Membership, Photo
+from photos.models import Photo
 from photos.services import photo_ingest, photo_process, photo_reprocess, photos_delete
 from tests.conftest import jpeg_bytes, uploaded
 

@@ -38,7 +38,7 @@ def match_make(photo, user, *, rejected: bool = False):
 
 
 def join(user, event):
-    from photos.models import Membership
+    from events.models import Membership
 
     return Membership.objects.create(user=user, event=event)
 

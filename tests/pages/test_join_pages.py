@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from photos.models import Membership
+from events.models import Membership
 from tests.conftest import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -89,6 +89,6 @@ def test_the_admin_event_list_links_to_the_qr_code(staff_user, event):
     staff_user.save()
     client = Client()
     client.force_login(staff_user)
-    listing = client.get("/admin/photos/event/")
+    listing = client.get("/admin/events/event/")
     assert listing.status_code == 200
     assert f'href="/e/{event.slug}/qr/"' in listing.content.decode()

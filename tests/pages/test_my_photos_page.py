@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Selfie
+from events.models import Event
 from faces.models import Match
-from photos.models import Event
 from photos.views import MY_PHOTOS_PER_PAGE
 from tests.conftest import jpeg_bytes
 from tests.pages.conftest import join, match_make, photo_make

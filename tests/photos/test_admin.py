@@ -21,10 +21,10 @@ def test_every_admin_list_opens(client, superuser, event):
     client.force_login(superuser)
     for path in [
         "/admin/",
-        "/admin/photos/event/",
+        "/admin/events/event/",
         "/admin/photos/photo/",
         "/admin/photos/photo/?status__exact=failed",
-        "/admin/photos/membership/",
+        "/admin/events/membership/",
         "/admin/faces/face/",
         "/admin/faces/match/",
         "/admin/faces/enginecall/",

@@ -10,10 +10,11 @@ from django.conf import settings
 
 from core import jobs
 from core.generations import user_generation
+from events.models import Event
 from faces.models import Match
 from photos import services as photos_services
 from photos import tasks as photos_tasks
-from photos.models import Event, Photo
+from photos.models import Photo
 from photos.services import photo_ingest
 from tests.conftest import jpeg_bytes, uploaded
 
@@ -51,7 +52,7 @@ def test_deleting_an_event_in_the_admin_deletes_its_files_and_empties_galleries(
     staff_user.save()
     client.force_login(staff_user)
     with django_capture_on_commit_callbacks(execute=True):
-        answer = client.post(f"/admin/photos/event/{event_id}/delete/", {"post": "yes"})
+        answer = client.post(f"/admin/events/event/{event_id}/delete/", {"post": "yes"})
     assert answer.status_code == 302
     assert not Event.objects.filter(pk=event_id).exists()
     assert not Photo.objects.filter(event_id=event_id).exists()

@@ -12,12 +12,13 @@ from rest_framework.test import APIClient
 
 from accounts.models import Selfie
 from accounts.services import selfie_store
+from events.models import Event, Membership
 from faces.engines.base import DetectedFace
 from faces.engines.local import LocalEngine
 from faces.models import Face, Match
 from faces.services import member_index, selfie_register
 from faces.services.engines import _engines
-from photos.models import Event, Membership, Photo
+from photos.models import Photo
 from photos.services import photo_ingest, photo_process, photo_reprocess
 from tests.conftest import jpeg_bytes, uploaded
 

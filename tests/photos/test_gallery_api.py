@@ -15,11 +15,12 @@ from rest_framework.test import APIClient
 from accounts.models import Selfie
 from core.counters import counter_add
 from core.generations import generation_key
+from events.models import Event, Membership
 from faces.engines.base import DetectedFace
 from faces.models import Match
 from faces.services import faces_store
 from photos import gallery
-from photos.models import Event, Membership, Photo
+from photos.models import Photo
 
 pytestmark = pytest.mark.django_db
 

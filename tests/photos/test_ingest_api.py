@@ -76,7 +76,7 @@ def test_upload_of_same_bytes_returns_existing_photo(staff_client, event):
 
 
 def test_same_bytes_in_another_event_is_a_new_photo(staff_client, event):
-    from photos.models import Event
+    from events.models import Event
 
     other = Event.objects.create(name="Other", slug="other")
     data = jpeg_bytes()

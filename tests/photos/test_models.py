@@ -1,7 +1,8 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from photos.models import Event, Membership, Photo
+from events.models import Event, Membership
+from photos.models import Photo
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from moto import mock_aws
 
 from config.settings import s3_storage
+from events.models import Event
 from faces.models import Match
 from photos import tasks as photos_tasks
-from photos.models import Event, Photo
+from photos.models import Photo
 from photos.services import photo_process, photos_delete
 from tests.conftest import jpeg_bytes
 

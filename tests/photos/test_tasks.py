@@ -13,10 +13,11 @@ from django_q.models import OrmQ
 from PIL import Image
 
 from accounts.services import selfie_store
+from events.models import Membership
 from faces.models import Face, Match
 from faces.services import match_reject, member_index
 from photos import tasks
-from photos.models import Membership, Photo
+from photos.models import Photo
 from photos.services import (
     PHOTO_JOB,
     jobs_sweep,

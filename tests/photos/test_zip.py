@@ -15,8 +15,9 @@ import pytest
 from django.core.files.storage import default_storage
 from rest_framework.test import APIClient
 
+from events.models import Event, Membership
 from faces.models import Match
-from photos.models import Event, Membership, Photo
+from photos.models import Photo
 
 pytestmark = pytest.mark.django_db
 

@@ -86,7 +86,7 @@ SETUP = """
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
-from photos.models import Event
+from events.models import Event
 staff = get_user_model().objects.create_user(username="staff", password="x" * 12, is_staff=True)
 Event.objects.create(name="Census", slug="census", created_by=staff)
 print(Token.objects.create(user=staff).key, settings.DB_POOL_SIZE, settings.DB_MAX_OVERFLOW)

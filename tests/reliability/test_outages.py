@@ -68,7 +68,8 @@ import json
 from rest_framework.authtoken.models import Token
 from accounts.models import User
 from faces.models import Match
-from photos.models import Event, Membership, Photo
+from events.models import Event, Membership
+from photos.models import Photo
 
 staff = User.objects.create_user("staff", password="staff-pass-123", is_staff=True)
 ann = User.objects.create_user("ann", password="ann-pass-1234")

@@ -23,9 +23,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import Count, F
 
 from accounts.services import selfie_store
+from events.models import Event, Membership
 from faces.models import Face, Match
 from faces.services import member_index
-from photos.models import Event, Membership, Photo
+from photos.models import Photo
 from photos.services import photo_ingest
 from tests.cluster import cluster_log, running_cluster, wait_until
 from tests.conftest import face_photo_variants as photo_variants

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
-from photos.models import Event
+from events.models import Event
 
 
 class Command(BaseCommand):

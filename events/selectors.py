@@ -1,0 +1,24 @@
+"""Reads about events and their members, for the apps above."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from .models import Membership
+
+
+def member_ids(*, event_id: int) -> QuerySet:
+    """The user ids of the event's members, as a subquery."""
+    return Membership.objects.filter(event_id=event_id).values("user_id")
+
+
+def member_event_ids(*, user_id: int) -> list[int]:
+    return list(Membership.objects.filter(user_id=user_id).values_list("event_id", flat=True))
+
+
+def member_is_in(*, user_id: int, event_id: int) -> bool:
+    return Membership.objects.filter(user_id=user_id, event_id=event_id).exists()
+
+
+def member_has_events(*, user_id: int) -> bool:
+    return Membership.objects.filter(user_id=user_id).exists()
