@@ -145,7 +145,7 @@ def test_a_whole_cluster_killed_is_covered_by_the_other_and_restarts_cleanly(
     every process of it at once, in the middle of the work: the other finishes its photos within
     two minutes. The killed one then starts again and takes work as before."""
     event = event_with_members(faces_dir, django_user_model)
-    photo_ids = ingest(event, photo_variants(faces_dir, 90))
+    photo_ids = ingest(event, photo_variants(faces_dir, 60))
     with running_cluster(workers=2) as survivor, running_cluster(workers=2) as doomed:
         doomed_pids = _process_tree(doomed.pid)
         wait_until(
@@ -158,24 +158,31 @@ def test_a_whole_cluster_killed_is_covered_by_the_other_and_restarts_cleanly(
         killed_at = time.time()
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait(timeout=10)
+        # What the killed machine held is redone by the other within two minutes...
         wait_until(
-            lambda: (
-                Photo.objects.filter(pk__in=photo_ids, status=Photo.Status.DONE).count()
-                == len(photo_ids)
-            ),
-            timeout=RECOVERY_S + 90,
+            lambda: Photo.objects.filter(pk__in=victims, status=Photo.Status.DONE).count()
+            == len(victims),
+            timeout=RECOVERY_S + 30,
             proc=survivor,
-            what="the surviving cluster to finish every photo",
+            what="the surviving cluster to redo the killed cluster's photos",
         )
         recovered = max(
             Photo.objects.get(pk=pk).processed_at.timestamp() - killed_at for pk in victims
+        )
+        # ... and the rest of the queue is worked through at the survivor's own pace.
+        wait_until(
+            lambda: Photo.objects.filter(pk__in=photo_ids, status=Photo.Status.DONE).count()
+            == len(photo_ids),
+            timeout=600,
+            proc=survivor,
+            what="the surviving cluster to finish every photo",
         )
     print(f"photos held by the killed cluster: {len(victims)}; all done again {recovered:.1f} s")
     assert recovered <= RECOVERY_S
     assert_stored_once(photo_ids)
 
     # The killed machine comes back and works as before.
-    more = ingest(event, photo_variants(faces_dir, 230)[200:])
+    more = ingest(event, photo_variants(faces_dir, 80)[60:])
     with running_cluster(workers=2) as restarted:
         wait_until(
             lambda: (
