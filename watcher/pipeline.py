@@ -27,9 +27,9 @@ from .manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
-HASH_CHUNK = 1024 * 1024
 # Hashes wait this long for company before the check request goes out: one request for a
-# burst of new photos instead of one per photo.
+# burst of new photos instead of one per photo. They wait only while the uploaders have work:
+# an idle uploader gets its next photo checked at once.
 CHECK_GATHER_S = 0.3
 
 
@@ -153,6 +153,7 @@ class Watcher:
             if self._to_check and (
                 not self._hashing
                 or len(self._to_check) >= CHECK_BATCH
+                or self._uploaders_short()
                 or time.monotonic() - self._check_since >= CHECK_GATHER_S
             ):
                 try:
@@ -166,6 +167,15 @@ class Watcher:
             if once and not (self._settler or self._busy) and self._events.empty():
                 return
             self.stop.wait(self.tick)
+
+    def _uploaders_short(self) -> bool:
+        """Fewer uploads submitted than two per uploader: one may soon sit idle.
+
+        Waiting CHECK_GATHER_S for more hashes then costs wall time (measured: the first
+        upload of a fresh folder started 0.4 s late on a busy machine); a check is one small
+        request. Two per uploader keeps the next photo queued while the loop reaps.
+        """
+        return len(self._uploading) < 2 * self.concurrency
 
     def _fatal(self, exc: FatalError) -> None:
         if self.fatal is None:
@@ -231,11 +241,11 @@ class Watcher:
 
     @staticmethod
     def _hash(path: Path, name: str, st: os.stat_result) -> tuple[Path, str, int, _Photo | None]:
-        digest = hashlib.sha256()
         try:
             with path.open("rb") as fh:
-                while chunk := fh.read(HASH_CHUNK):
-                    digest.update(chunk)
+                # One reused buffer instead of a fresh 1 MiB bytes object per read: 0.37 instead
+                # of 0.46 CPU s for 100 photos of 3.7 MB (medians of 6, one thread).
+                digest = hashlib.file_digest(fh, "sha256")
                 after = os.fstat(fh.fileno())
         except OSError:
             return path, name, st.st_size, None
