@@ -25,12 +25,13 @@ class SelfieApi(APIView):
         upload_size_check(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        selfie, faces_found = services.selfie_register(
+        selfie = services.selfie_register(
             user=request.user,
             upload=data.validated_data["file"],
             consent=data.validated_data["consent"],
         )
-        return Response({"status": selfie.status, "faces_found": faces_found}, status=201)
+        # A kept selfie has exactly one face: the check refuses any other count.
+        return Response({"status": selfie.status, "faces_found": 1}, status=201)
 
     post = put  # HTML forms and simple clients cannot send PUT
 

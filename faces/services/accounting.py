@@ -4,25 +4,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from django.db.models import F
 from django.utils import timezone
+
+from core.counters import row_add
 
 from ..models import EngineCall
 
 
 def engine_calls_count(*, engine: str, operation: str, count: int = 1) -> None:
     """Add to the persistent per-operation call counter (shared by every process)."""
-    updated = EngineCall.objects.filter(engine=engine, operation=operation).update(
-        count=F("count") + count, updated_at=timezone.now()
+    row_add(
+        EngineCall,
+        key={"engine": engine, "operation": operation},
+        field="count",
+        amount=count,
+        also={"updated_at": timezone.now()},
     )
-    if not updated:
-        _, created = EngineCall.objects.get_or_create(
-            engine=engine, operation=operation, defaults={"count": count}
-        )
-        if not created:
-            EngineCall.objects.filter(engine=engine, operation=operation).update(
-                count=F("count") + count, updated_at=timezone.now()
-            )
 
 
 def engine_calls_summary() -> dict[str, dict[str, int]]:

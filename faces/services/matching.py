@@ -11,6 +11,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.selectors import selfie_image, selfie_is_indexed, selfies_indexed
+from core.counters import row_upsert
 from core.generations import users_generation_bump
 from core.locks import transaction_lock
 from events.selectors import member_ids, member_is_in
@@ -153,15 +154,13 @@ def match_reject(*, user_id: int, photo_id: int) -> bool:
 
 def member_search_record(*, user_id: int, event_id: int, faces_through: int) -> None:
     """Remember that the member was searched for among the event's faces up to this one."""
-    updated = MemberSearch.objects.filter(user_id=user_id, event_id=event_id).update(
-        faces_through=Greatest(F("faces_through"), faces_through), searched_at=timezone.now()
+    now = timezone.now()
+    row_upsert(
+        MemberSearch,
+        key={"user_id": user_id, "event_id": event_id},
+        update={"faces_through": Greatest(F("faces_through"), faces_through), "searched_at": now},
+        create={"faces_through": faces_through, "searched_at": now},
     )
-    if not updated:
-        MemberSearch.objects.get_or_create(
-            user_id=user_id,
-            event_id=event_id,
-            defaults={"faces_through": faces_through, "searched_at": timezone.now()},
-        )
 
 
 def member_merge(*, user_id: int, event_id: int, fresh: Sequence[Candidate], through: int) -> int:

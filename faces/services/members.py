@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import Selfie
+from accounts.models import Selfie, User
 from accounts.selectors import selfie_get, selfie_image, selfie_indexed_get
 from accounts.services import SELFIE_JOB, selfie_delete, selfie_indexed, selfie_store
 from core import jobs
@@ -24,7 +24,6 @@ from .engines import engine_get
 from .matching import event_lock, galleries_changed, member_merge, member_record
 
 logger = logging.getLogger(__name__)
-
 
 
 BACKMATCH_JOB = jobs.JobKind(
@@ -222,10 +221,10 @@ def member_forget(*, user_id: int) -> None:
 CONSENT_TRUE = {"true", "1", "yes", "on"}
 
 
-def selfie_register(*, user, upload, consent: str) -> tuple[Selfie, int]:
+def selfie_register(*, user: User, upload: UploadedFile | None, consent: str) -> Selfie:
     """Check a selfie (consent, an image, exactly one face) and keep it for indexing.
 
-    Nothing is stored unless every check passes.
+    Nothing is stored unless every check passes. A selfie kept has exactly one face.
     """
     if str(consent).strip().lower() not in CONSENT_TRUE:
         raise ApplicationError(
@@ -266,4 +265,4 @@ def selfie_register(*, user, upload, consent: str) -> tuple[Selfie, int]:
     # Stored as an upright JPEG: a phone's HEIC becomes something every engine reads.
     jpeg = encode(resized(image, side), "JPEG", quality=90)
     stored = SimpleUploadedFile("selfie.jpg", jpeg, content_type="image/jpeg")
-    return selfie_store(user=user, upload=stored), 1
+    return selfie_store(user=user, upload=stored)
