@@ -1,7 +1,7 @@
 """Proof that the member lock and the engine cap hold across real worker processes.
 
-A real django-q2 cluster of 3 worker processes on PostgreSQL takes 30 photos and 5 pending
-members, each member's indexing task enqueued three times so that several workers reach for the
+Two real django-q2 clusters (3 and 2 workers, as two worker machines) on one PostgreSQL and one
+broker take 30 photos and 5 pending members, each member's indexing task enqueued three times so that several workers reach for the
 same selfie at once. The engine's heavy calls hold a slot of the shared semaphore
 (FACE_LOCAL_CONCURRENT=2); each holder appends an enter line once it has its slot and an exit
 line before it lets go (FINDME_SEMAPHORE_TRACE), so replaying the file gives a lower bound of
@@ -70,7 +70,7 @@ def trace_peak(trace: Path) -> tuple[int, int, set[str]]:
     return highest, enters, pids
 
 
-def test_three_workers_index_each_member_once_and_never_exceed_the_engine_cap(
+def test_two_clusters_index_each_member_once_and_never_exceed_the_engine_cap(
     faces_dir, django_user_model, tmp_path
 ):
     if connection.vendor != "postgresql":
@@ -104,18 +104,25 @@ def test_three_workers_index_each_member_once_and_never_exceed_the_engine_cap(
     assert len(set(photo_ids)) == PHOTOS
 
     trace = tmp_path / "engine-calls.log"
-    with running_cluster(
-        workers=WORKERS, FACE_LOCAL_CONCURRENT=str(CAP), FINDME_SEMAPHORE_TRACE=str(trace)
-    ) as cluster:
-        wait_until(
-            lambda: (
-                Photo.objects.filter(pk__in=photo_ids, status=Photo.Status.DONE).count() == PHOTOS
-                and Selfie.objects.filter(status=Selfie.Status.INDEXED).count() == len(members)
-            ),
-            timeout=240,
-            proc=cluster,
-            what="30 photos done and 5 selfies indexed",
-        )
+    # Two clusters, as two worker machines would run them, on one database and one broker.
+    machine = {"FACE_LOCAL_CONCURRENT": str(CAP), "FINDME_SEMAPHORE_TRACE": str(trace)}
+    with (
+        running_cluster(workers=WORKERS, **machine) as first,
+        running_cluster(workers=WORKERS - 1, **machine) as second,
+    ):
+        for cluster in (first, second):
+            wait_until(
+                lambda: (
+                    Photo.objects.filter(pk__in=photo_ids, status=Photo.Status.DONE).count()
+                    == PHOTOS
+                    and Selfie.objects.filter(status=Selfie.Status.INDEXED).count() == len(members)
+                ),
+                timeout=240,
+                proc=cluster,
+                what="30 photos done and 5 selfies indexed",
+            )
+        # Which cluster each worker belongs to, read while they are alive.
+        trees = {cluster.pid: _descendants(cluster.pid) for cluster in (first, second)}
 
     # Each member indexed exactly once, counted at the engine, whatever the number of tasks.
     assert engine_calls("member_enroll") == len(members)
@@ -130,3 +137,14 @@ def test_three_workers_index_each_member_once_and_never_exceed_the_engine_cap(
     assert enters == PHOTOS + len(members)
     assert len(pids) >= 2, "the engine calls ran in several worker processes"
     assert highest == CAP
+    # Both machines took work: the claims name workers of each cluster.
+    workers = {
+        int(claim.rsplit(":", 1)[1]) for claim in photos.values_list("claimed_by", flat=True)
+    }
+    assert all(workers & tree for tree in trees.values()), (workers, trees)
+
+
+def _descendants(pid: int) -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process(pid).children(recursive=True)}
