@@ -119,3 +119,20 @@ def test_deleting_an_event_empties_its_folder_of_the_bucket(
     assert photos_tasks.event_files_delete(event_id) == 3
     assert keys(bucket) == {Photo.objects.get(pk=kept).original.name}
     assert photos_tasks.event_files_delete(event_id) == 0
+
+
+def test_a_bucket_that_refuses_the_write_answers_503_and_stores_nothing(
+    staff_client, event, bucket
+):
+    # The bucket is gone (or its policy denies the write): S3 answers with an error.
+    bucket.delete_bucket(Bucket=BUCKET)
+    answer = upload(staff_client, event, jpeg_bytes(), "a.jpg")
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert int(answer["Retry-After"]) > 0
+    assert not Photo.objects.exists()  # no row without its file
+    # Once the bucket is back, the same photo goes in.
+    bucket.create_bucket(Bucket=BUCKET)
+    answer = upload(staff_client, event, jpeg_bytes(), "a.jpg")
+    assert answer.status_code == 201
+    assert keys(bucket) == {Photo.objects.get().original.name}
