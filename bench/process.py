@@ -1,6 +1,6 @@
 """Processing bench: FindMe's real worker cluster against the face_recognition baseline.
 
-    .venv/bin/python bench/process.py                       # 100 photos, 2 workers, + baseline
+    .venv/bin/python bench/process.py                       # 100 photos, 2 workers, + baselines
     .venv/bin/python bench/process.py --photos 500 --skip-baseline   # is worker memory flat?
 
 1. Composes (once, cached in bench/out/) event-like 4000x3000 photos with known faces
@@ -11,8 +11,10 @@
    engine processes them. Wall time runs from the cluster's start to the last photo done. A
    thread samples the RSS of every cluster process every 0.2 s (and reads the kernel's peak,
    VmHWM).
-3. Baseline: face_recognition's documented path at full size in a 2-process pool
-   (bench/process_baseline.py), installed with ``pip install --no-deps`` if missing.
+3. Baselines: face_recognition's documented path in a 2-process pool (bench/process_baseline.py),
+   installed with ``pip install --no-deps`` if missing; once at full size (the library's recipe
+   as written) and once on the same photos scaled to 1600 px, the size FindMe detects at, so
+   that the second ratio shows what the pipeline adds beyond downscaling.
 4. Scores both against the composition's truth; profiles the app's steps in-process
    (bench/process_profile.py); prints everything and a one-line summary, and writes a JSON
    report to bench/out/.
@@ -486,21 +488,24 @@ def baseline_ensure() -> None:
         raise SystemExit(f"face_recognition installed but `import face_recognition` fails:\n{out}")
 
 
-def baseline_run(photos, tmp: Path, args) -> dict:
+def baseline_run(photos, tmp: Path, args, max_side: int | None) -> dict:
     job = {
         "photos": [str(p) for p, _ in photos],
         "selfies": {k: str(v) for k, v in compose.selfies().items()},
         "workers": args.workers,
         "tolerance": 0.6,
+        "max_side": max_side,
     }
-    (tmp / "baseline-job.json").write_text(json.dumps(job))
-    result_path = tmp / "baseline-result.json"
-    log_path = tmp / "baseline.log"
+    name = f"baseline-{max_side or 'full'}"
+    (tmp / f"{name}-job.json").write_text(json.dumps(job))
+    result_path = tmp / f"{name}-result.json"
+    log_path = tmp / f"{name}.log"
+    spawned = time.time()
     proc = _spawn(
         [
             PY,
             str(ROOT / "bench" / "process_baseline.py"),
-            str(tmp / "baseline-job.json"),
+            str(tmp / f"{name}-job.json"),
             str(result_path),
         ],
         env=dict(os.environ),
@@ -533,7 +538,10 @@ def baseline_run(photos, tmp: Path, args) -> dict:
     }
     faces = sum(len(r["faces"]) for r in result["photos"])
     return {
-        "wall_s": result["finished"] - result["started"],
+        # Like FindMe's, from the process's start (interpreter, imports, models) to the last
+        # photo, without the members' selfies, which FindMe indexes before its clock starts.
+        "wall_s": result["finished"] - spawned - result["selfies_s"],
+        "pool_wall_s": result["finished"] - result["started"],
         "stage_s_per_photo": seconds,
         "faces_detected": faces,
         "worker_peak_rss_mb": {str(p): round(_mb(r)) for p, r in peak.items()},
@@ -583,7 +591,13 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--baselines",
+        default="full,scaled",
+        help="face_recognition runs, comma-separated: full (the recipe as written, full size),"
+        " scaled (the same photos at FindMe's FACE_DETECT_MAX_SIDE, 1600 px); default both",
+    )
+    parser.add_argument("--skip-baseline", action="store_true", help="no baseline run at all")
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--profile-photos", type=int, default=12)
     parser.add_argument(
@@ -592,6 +606,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=None, help="per phase, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary database and media")
     args = parser.parse_args()
+    baselines = [] if args.skip_baseline else [b for b in args.baselines.split(",") if b]
+    if set(baselines) - {"full", "scaled"}:
+        parser.error(f"--baselines: full and/or scaled, not {args.baselines}")
     if args.timeout is None:
         args.timeout = max(900.0, args.photos * 12.0)
 
@@ -606,7 +623,7 @@ def main() -> int:
         truths = {p.name: t for p, t in photos}
         report["set"] = compose.set_summary(photos)
         log(f"  {json.dumps(report['set'])}")
-        if not args.skip_baseline:
+        if baselines:
             baseline_ensure()
 
         log(f"FindMe: qcluster with {args.workers} workers, local engine, SQLite in {tmp}")
@@ -632,17 +649,23 @@ def main() -> int:
             f"load average {findme['memory']['load_avg_mean']}"
         )
 
-        if not args.skip_baseline:
+        report["baselines"] = {}
+        # The scaled run first: it and FindMe are the close comparison, so they run back to back.
+        for kind in sorted(baselines, key=lambda b: b != "scaled"):
+            max_side = settings.FACE_DETECT_MAX_SIDE if kind == "scaled" else None
+            label = f"at {max_side} px" if max_side else "full size"
             log(
-                f"Baseline: face_recognition {BASELINE_PIN.split('==')[1]}, full size, pool of {args.workers}"
+                f"Baseline: face_recognition {BASELINE_PIN.split('==')[1]}, {label}, pool of {args.workers}"
             )
-            baseline = baseline_run(photos, tmp, args)
+            baseline = baseline_run(photos, tmp, args, max_side)
             baseline["score"] = score(truths, baseline.pop("predictions"))
+            baseline["label"] = label
             _sorted_buckets(baseline["score"])
-            report["baseline"] = baseline
+            report["baselines"][kind] = baseline
             log(
-                f"  wall {baseline['wall_s']:.1f} s ({args.photos / baseline['wall_s']:.2f} photos/s); "
-                f"per photo: load {baseline['stage_s_per_photo']['load']:.2f} s, "
+                f"  wall {baseline['wall_s']:.1f} s ({args.photos / baseline['wall_s']:.2f} photos/s;"
+                f" the pool alone {baseline['pool_wall_s']:.1f} s); "
+                f"per photo: load{' + resize' if max_side else ''} {baseline['stage_s_per_photo']['load']:.2f} s, "
                 f"locate {baseline['stage_s_per_photo']['locate']:.2f} s, "
                 f"encode {baseline['stage_s_per_photo']['encode']:.2f} s; workers used "
                 f"{baseline['workers_cpu_s']:.0f} CPU s = {baseline['workers_cpu_s'] / args.photos:.2f} per photo "
@@ -698,23 +721,36 @@ def main() -> int:
             )
         _print_scores("FindMe", findme["score"])
         summary = f"findme {findme['wall_s']:.1f} s"
-        if "baseline" in report:
-            b = report["baseline"]
+        recalls = [f"{findme['score']['recall']:.3f}"]
+        precisions = [f"{findme['score']['precision']:.3f}"]
+        for kind in ("full", "scaled"):
+            if kind not in report["baselines"]:
+                continue
+            b = report["baselines"][kind]
+            name = f"baseline {b['label']}"
             log(
-                f"  baseline worker peak RSS: {b['worker_peak_rss_mb']} MB (VmHWM {b['worker_hwm_mb']} MB)"
+                f"  {name} worker peak RSS: {b['worker_peak_rss_mb']} MB (VmHWM {b['worker_hwm_mb']} MB)"
             )
-            _print_scores("baseline", b["score"])
-            ratio = b["wall_s"] / findme["wall_s"]
-            report["throughput_ratio"] = ratio
+            _print_scores(f"{kind} bl", b["score"])
+            b["throughput_ratio"] = b["wall_s"] / findme["wall_s"]
             if b["workers_cpu_s"] and findme["memory"]["workers_cpu_s"]:
                 # The machine is shared: CPU seconds per photo do not depend on the share we got.
-                cpu_ratio = b["workers_cpu_s"] / findme["memory"]["workers_cpu_s"]
-                report["cpu_ratio"] = cpu_ratio
-                log(f"  CPU seconds per photo: baseline / FindMe workers = x{cpu_ratio:.2f}")
+                b["cpu_ratio"] = b["workers_cpu_s"] / findme["memory"]["workers_cpu_s"]
+                log(f"  CPU seconds per photo: {name} / FindMe workers = x{b['cpu_ratio']:.2f}")
             summary += (
-                f" vs baseline {b['wall_s']:.1f} s: throughput x{ratio:.2f}; "
-                f"recall {findme['score']['recall']:.2f} vs {b['score']['recall']:.2f}; "
-                f"precision {findme['score']['precision']:.2f} vs {b['score']['precision']:.2f}"
+                f"; face_recognition {b['label']} {b['wall_s']:.1f} s: x{b['throughput_ratio']:.2f}"
+                f" wall, x{b.get('cpu_ratio', math.nan):.2f} CPU"
+            )
+            recalls.append(f"{b['score']['recall']:.3f}")
+            precisions.append(f"{b['score']['precision']:.3f}")
+        if report["baselines"]:
+            order = " / ".join(
+                ["FindMe"] + [f"{k} bl" for k in ("full", "scaled") if k in report["baselines"]]
+            )
+            summary += (
+                f" (baseline / FindMe: wall time, and worker CPU s, steadier on a shared machine);"
+                f" recall {' / '.join(recalls)},"
+                f" precision {' / '.join(precisions)} ({order})"
             )
         else:
             summary += (
