@@ -25,6 +25,11 @@ class Event(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Off: originals and zips are served with GPS and other location tags removed.
+    keep_location = models.BooleanField(
+        default=False,
+        help_text="Serve originals with their GPS and other location tags, as uploaded.",
+    )
 
     class Meta:
         db_table = "photos_event"

@@ -12,7 +12,8 @@ from .models import Photo
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "join_code", "created_at", "qr_link")
+    list_display = ("name", "slug", "join_code", "keep_location", "created_at", "qr_link")
+    list_filter = ("keep_location",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("qr_link",)

@@ -22,7 +22,7 @@ from core.imaging import sniff_type
 from events.models import Event
 from faces import services as faces_services
 
-from . import selectors
+from . import privacy, selectors
 from .gallery import my_photos_json, zip_stream
 from .links import photo_url_maker
 from .models import Photo
@@ -128,12 +128,15 @@ class _PhotoBytesApi(APIView):
         photo = selectors.photo_get_visible(photo_id=photo_id, user=request.user, fields=fields)
         response = _conditional_get(
             request,
-            etag=quote_etag(f"{photo.sha256}-{self.variant}"),
+            etag=quote_etag(f"{photo.sha256}-{self.served_variant(photo)}"),
             cache_control=IMMUTABLE,
             answer=lambda: self.body(photo),
         )
         patch_vary_headers(response, ("Cookie", "Authorization"))
         return response
+
+    def served_variant(self, photo: Photo) -> str:
+        return self.variant
 
     def body(self, photo: Photo) -> HttpResponse:
         # A photo not processed yet has no renditions row.
@@ -175,6 +178,12 @@ class PhotoPreviewApi(_PhotoBytesApi):
 class PhotoOriginalApi(_PhotoBytesApi):
     variant = "original"
 
+    def served_variant(self, photo: Photo) -> str:
+        # Served with location removed, the bytes are not the stored ones: nor is their ETag.
+        if photo.event.keep_location:
+            return self.variant
+        return f"{self.variant}-{privacy.ETAG_SUFFIX}"
+
     def body(self, photo: Photo) -> HttpResponse:
         try:
             source = photo.original.open("rb")
@@ -182,7 +191,23 @@ class PhotoOriginalApi(_PhotoBytesApi):
             logger.exception("original of photo %s cannot be read", photo.pk)
             raise NotFound("The original file of this photo is missing.") from None
         filename = photo.original_name or f"photo-{photo.pk}.{photo.extension}"
-        response = FileResponse(source, content_type=photo.content_type)
+        if photo.event.keep_location:
+            response = FileResponse(source, content_type=photo.content_type)
+        else:
+            # The stored file still holds the location, so it is never handed to a server that
+            # sends files by path (X-Accel-Redirect): only these rewritten bytes may go out.
+            try:
+                served = privacy.original_pieces(
+                    source, photo.content_type, size=photo.size, keep_location=False
+                )
+            except privacy.LocationNotRemovable:
+                logger.exception("original of photo %s: location cannot be removed", photo.pk)
+                raise NotFound(
+                    "This original cannot be served without its location; ask the event's staff."
+                ) from None
+            response = StreamingHttpResponse(served.pieces, content_type=photo.content_type)
+            if served.length is not None:
+                response["Content-Length"] = served.length
         response["Content-Disposition"] = content_disposition_header(True, filename)
         return response
 

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from django.utils.http import quote_etag
 from core.counters import counter_add, counters_get
 from core.generations import generation_key, user_generation
 
+from . import privacy
 from .models import Photo
 
 logger = logging.getLogger(__name__)
@@ -121,7 +123,8 @@ class _Sink:
 
 
 def zip_stream(photos: Iterable[Photo], *, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
-    """Yield a zip of the originals piece by piece, stored (photos do not compress)."""
+    """Yield a zip of the originals piece by piece, stored (photos do not compress), each
+    with its location removed unless its event keeps it (``photos.privacy``)."""
     sink = _Sink()
     used: set[str] = set()
     with zipfile.ZipFile(
@@ -134,13 +137,26 @@ def zip_stream(photos: Iterable[Photo], *, chunk_size: int = 256 * 1024) -> Iter
                 # A missing file must not cut every other photo out of the download.
                 logger.exception("zip: original of photo %s cannot be read; left out", photo.pk)
                 continue
+            try:
+                # Checked before the entry opens: an original whose location cannot be removed
+                # is left out rather than cut off half-written.
+                pieces = privacy.original_pieces(
+                    source,
+                    photo.content_type,
+                    size=photo.size,
+                    keep_location=photo.event.keep_location,
+                    chunk_size=chunk_size,
+                ).pieces
+            except privacy.LocationNotRemovable:
+                logger.exception("zip: location of photo %s cannot be removed; left out", photo.pk)
+                continue
             when = photo.taken_at or photo.created_at
             if not 1980 <= when.year <= 2107:  # what a zip header can say; camera clocks lie
                 when = photo.created_at
             info = zipfile.ZipInfo(_zip_name(photo, used), date_time=when.timetuple()[:6])
             info.compress_type = zipfile.ZIP_STORED
-            with source, archive.open(info, "w", force_zip64=True) as dest:
-                while chunk := source.read(chunk_size):
+            with closing(pieces), archive.open(info, "w", force_zip64=True) as dest:
+                for chunk in pieces:
                     dest.write(chunk)
                     if data := sink.take():
                         yield data

@@ -1,0 +1,214 @@
+"""Originals and the zip go out without GPS or other location tags; storage keeps the upload."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zipfile
+import zlib
+
+import pillow_heif
+import pytest
+from PIL import Image
+
+from events.models import Event
+from faces.models import Match
+from photos import privacy
+from photos.models import Photo
+from photos.services import photo_ingest
+from tests.conftest import uploaded
+
+pytestmark = pytest.mark.django_db
+
+GPS_IFD, EXIF_IFD, ORIENTATION, DATETIME_ORIGINAL = 0x8825, 0x8769, 0x0112, 0x9003
+TAKEN = "2024:05:06 07:08:09"
+# 48° 51' 30" as the three RATIONALs a camera writes: the coordinates' bytes in the EXIF.
+LATITUDE_BYTES = {
+    order: b"".join(struct.pack(order + "II", n, 1) for n in (48, 51, 30)) for order in "<>"
+}
+
+
+def exif_with_gps() -> Image.Exif:
+    exif = Image.Exif()
+    exif.get_ifd(GPS_IFD).update({1: "N", 2: (48.0, 51.0, 30.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+    exif[ORIENTATION] = 6
+    exif.get_ifd(EXIF_IFD)[DATETIME_ORIGINAL] = TAKEN
+    return exif
+
+
+def with_gps(fmt: str, size: tuple[int, int] = (320, 240)) -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise(size, 40).convert("RGB").save(buffer, fmt, exif=exif_with_gps().tobytes())
+    return buffer.getvalue()
+
+
+def jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def scan_data(jpeg: bytes) -> bytes:
+    """The bytes from the start-of-scan marker on: the pixels as encoded."""
+    at = 2
+    while jpeg[at + 1] != 0xDA:
+        at += 2 + struct.unpack(">H", jpeg[at + 2 : at + 4])[0]
+    return jpeg[at:]
+
+
+def assert_location_free(data: bytes) -> None:
+    exif = Image.open(io.BytesIO(data)).getexif()
+    assert not exif.get_ifd(GPS_IFD)
+    assert not any(raw in data for raw in LATITUDE_BYTES.values())
+    assert exif.get(ORIENTATION) == 6
+    assert exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL) == TAKEN
+
+
+@pytest.fixture
+def gps_photo(event, staff_user, attendee) -> Photo:
+    data = with_gps("JPEG", (1200, 900))
+    assert Image.open(io.BytesIO(data)).getexif().get_ifd(GPS_IFD)  # the upload carries GPS
+    photo = photo_ingest(event=event, upload=uploaded("IMG_1.JPG", data), uploaded_by=staff_user)
+    photo = photo.photo
+    Photo.objects.filter(pk=photo.pk).update(status=Photo.Status.DONE)
+    Match.objects.create(photo=photo, event=event, user=attendee, distance=0.3)
+    return photo
+
+
+def stored(photo: Photo) -> bytes:
+    with photo.original.open("rb") as fh:
+        return fh.read()
+
+
+def served(answer) -> bytes:
+    return b"".join(answer.streaming_content) if answer.streaming else answer.content
+
+
+def test_original_is_served_without_location_and_with_untouched_pixels(gps_photo, attendee_client):
+    answer = attendee_client.get(f"/api/photos/{gps_photo.pk}/original/")
+
+    assert answer.status_code == 200
+    body = served(answer)
+    assert_location_free(body)
+    original = stored(gps_photo)
+    assert scan_data(body) == scan_data(original)
+    assert int(answer["Content-Length"]) == len(body)
+    assert answer["Content-Type"] == "image/jpeg"
+    assert answer["Content-Disposition"] == 'attachment; filename="IMG_1.JPG"'
+    # Storage still holds the upload, and the hash still names it.
+    assert Image.open(io.BytesIO(original)).getexif().get_ifd(GPS_IFD)
+    assert hashlib.sha256(original).hexdigest() == gps_photo.sha256
+
+
+def test_served_etag_names_the_served_bytes_and_revalidates(gps_photo, attendee_client):
+    url = f"/api/photos/{gps_photo.pk}/original/"
+    answer = attendee_client.get(url)
+    assert answer["ETag"] == f'"{gps_photo.sha256}-original-noloc"'
+    assert answer["Cache-Control"] == "private, max-age=31536000, immutable"
+
+    again = attendee_client.get(url, HTTP_IF_NONE_MATCH=answer["ETag"])
+    assert again.status_code == 304
+    assert again["ETag"] == answer["ETag"]
+
+    # The ETag of the bytes as stored does not validate the rewritten ones.
+    stale = attendee_client.get(url, HTTP_IF_NONE_MATCH=f'"{gps_photo.sha256}-original"')
+    assert stale.status_code == 200
+
+
+def test_zip_entry_is_the_location_free_original(gps_photo, attendee_client):
+    answer = attendee_client.get("/api/my-photos/download.zip")
+
+    with zipfile.ZipFile(io.BytesIO(served(answer))) as archive:
+        (name,) = archive.namelist()
+        entry = archive.read(name)
+    assert_location_free(entry)
+    assert scan_data(entry) == scan_data(stored(gps_photo))
+    assert entry == served(attendee_client.get(f"/api/photos/{gps_photo.pk}/original/"))
+
+
+def test_an_event_that_keeps_location_serves_the_stored_bytes(gps_photo, attendee_client):
+    Event.objects.filter(pk=gps_photo.event_id).update(keep_location=True)
+    original = stored(gps_photo)
+
+    answer = attendee_client.get(f"/api/photos/{gps_photo.pk}/original/")
+    assert served(answer) == original
+    assert answer["ETag"] == f'"{gps_photo.sha256}-original"'
+
+    archive = attendee_client.get("/api/my-photos/download.zip")
+    with zipfile.ZipFile(io.BytesIO(served(archive))) as opened:
+        assert [opened.read(n) for n in opened.namelist()] == [original]
+
+
+def test_events_keep_no_location_unless_told(staff_user):
+    assert Event.objects.create(name="Run", slug="run").keep_location is False
+
+
+def test_event_admin_lists_the_keep_location_setting(client, django_user_model, event):
+    admin = django_user_model.objects.create_superuser(username="root", password="x" * 12)
+    client.force_login(admin)
+    changelist = client.get("/admin/events/event/")
+    assert changelist.status_code == 200
+    assert "column-keep_location" in changelist.content.decode()
+    change = client.get(f"/admin/events/event/{event.pk}/change/")
+    assert 'name="keep_location"' in change.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"),
+    [("PNG", "image/png"), ("WEBP", "image/webp"), ("JPEG", "image/jpeg")],
+)
+def test_each_format_loses_its_gps_and_keeps_its_length_and_pixels(fmt, content_type):
+    data = with_gps(fmt)
+    out = b"".join(privacy.location_removed(io.BytesIO(data), content_type, chunk_size=4096))
+    assert_location_free(out)
+    assert len(out) == len(data)  # scrubbed in place: nothing moved
+    assert Image.open(io.BytesIO(out)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
+
+
+def test_heic_loses_its_gps():
+    pillow_heif.register_heif_opener()
+    data = with_gps("HEIF")
+    assert Image.open(io.BytesIO(data)).getexif().get_ifd(GPS_IFD)
+    out = b"".join(privacy.location_removed(io.BytesIO(data), "image/heic"))
+    exif = Image.open(io.BytesIO(out)).getexif()
+    assert not exif.get_ifd(GPS_IFD)
+    assert exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL) == TAKEN
+    assert len(out) == len(data)
+
+
+def test_jpeg_xmp_and_iptc_are_dropped_and_unreadable_exif_too():
+    base = with_gps("JPEG")
+    xmp = jpeg_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta>Paris</x:xmpmeta>")
+    iptc = jpeg_segment(0xED, b"Photoshop 3.0\x008BIM\x04\x04Paris")
+    broken = jpeg_segment(0xE1, b"Exif\x00\x00MM\x00\x2a\xff\xff\xff\xffParis")
+    data = base[:2] + xmp + iptc + broken + base[2:]
+
+    out = b"".join(privacy.location_removed(io.BytesIO(data), "image/jpeg"))
+
+    assert b"Paris" not in out
+    assert out.count(b"Exif\x00\x00") == 1  # the camera's, scrubbed; the broken one dropped
+    assert_location_free(out)
+    assert scan_data(out) == scan_data(base)
+
+
+def test_png_xmp_text_chunk_is_dropped():
+    data = with_gps("PNG")
+    text = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x:xmpmeta>Paris</x:xmpmeta>"
+    chunk = struct.pack(">I", len(text)) + b"iTXt" + text
+    chunk += struct.pack(">I", zlib.crc32(b"iTXt" + text))
+    data = data[:33] + chunk + data[33:]  # after the signature and IHDR
+    out = b"".join(privacy.location_removed(io.BytesIO(data), "image/png"))
+    assert b"Paris" not in out
+    assert_location_free(out)
+
+
+def test_a_file_that_is_not_what_it_claims_is_not_served():
+    with pytest.raises(privacy.LocationNotRemovable):
+        b"".join(privacy.location_removed(io.BytesIO(b"<html>" * 10), "image/jpeg"))
+
+
+def test_the_scan_data_streams_in_pieces_of_the_chunk_size():
+    data = with_gps("JPEG", (2000, 1500))
+    pieces = list(privacy.location_removed(io.BytesIO(data), "image/jpeg", chunk_size=8192))
+    head, rest = pieces[0], pieces[1:]
+    assert len(head) < 4096  # the segments before the scan, EXIF included
+    assert len(rest) > 10 and max(len(p) for p in rest) == 8192
