@@ -13,6 +13,13 @@ os.environ.setdefault("DJANGO_DEBUG", "0")
 os.environ.setdefault("DB_POOL_SIZE", "0")
 os.environ.setdefault("DB_MAX_OVERFLOW", "7")
 os.environ.setdefault("PHOTO_QUEUE_WORKERS", "2")
+# Production mode without TLS and without collectstatic: the test client and the servers the
+# tests start (which inherit this environment) speak plain HTTP and serve static files from the
+# source folders. tests/security/ runs the real production defaults in subprocesses.
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
+os.environ.setdefault("DJANGO_SECURE_HSTS_SECONDS", "0")
+os.environ.setdefault("DJANGO_STATIC_MANIFEST", "0")
 
 from config.settings import *  # noqa: E402, F403
 from config.settings import BASE_DIR  # noqa: E402

@@ -9,6 +9,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import (
+    DisallowedHost,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError as DjangoOperationalError
@@ -230,7 +236,12 @@ _DRF_CODES: list[tuple[type[Exception], str, str]] = [
     (drf.NotAcceptable, "not_acceptable", "This endpoint answers in JSON only."),
     (drf.UnsupportedMediaType, "unsupported_media_type", "Send JSON or multipart form data."),
     (drf.ParseError, "parse_error", "The request body could not be parsed."),
-    (drf.Throttled, "throttled", "Too many requests; wait and try again."),
+    (
+        drf.Throttled,
+        "rate_limited",
+        "Too many attempts from here or for this account; wait the Retry-After seconds and "
+        "try again.",
+    ),
 ]
 
 
@@ -298,4 +309,63 @@ def json_500(request) -> JsonResponse:  # noqa: ARG001
             "server_error", "Something went wrong on our side; it has been logged. Try again."
         ),
         status=500,
+    )
+
+
+# Django's own refusals, answered before any view runs (core.views.bad_request): the exception
+# class names what the caller did wrong.
+_REQUEST_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (
+        DisallowedHost,
+        400,
+        "disallowed_host",
+        "This server does not answer for that host name; use the address FindMe gave you.",
+    ),
+    (
+        RequestDataTooBig,
+        413,
+        "request_too_large",
+        "The request body is larger than this endpoint accepts; send less data, or send photos "
+        "as a multipart file upload.",
+    ),
+    (
+        TooManyFieldsSent,
+        400,
+        "too_many_fields",
+        "The request has more form fields than this server accepts; send fewer fields.",
+    ),
+    (
+        TooManyFilesSent,
+        400,
+        "too_many_files",
+        "The request has more files than this server accepts; send fewer files per request.",
+    ),
+)
+
+
+def json_400(request, exception: Exception | None = None) -> JsonResponse:  # noqa: ARG001
+    for klass, status, code, message in _REQUEST_ERRORS:
+        if isinstance(exception, klass):
+            return JsonResponse(error_body(code, message), status=status)
+    return JsonResponse(
+        error_body("bad_request", "The request could not be understood; check its form."),
+        status=400,
+    )
+
+
+def json_403(request, exception: Exception | None = None) -> JsonResponse:  # noqa: ARG001
+    return JsonResponse(
+        error_body("permission_denied", "You are not allowed to do this."), status=403
+    )
+
+
+def json_csrf_failure(request, reason: str = "") -> JsonResponse:  # noqa: ARG001
+    return JsonResponse(
+        error_body(
+            "csrf_failed",
+            "The CSRF check failed: reload the page and try again, or authenticate with "
+            "'Authorization: Token <key>'.",
+            {"reason": reason} if reason else None,
+        ),
+        status=403,
     )

@@ -6,9 +6,37 @@ import sys
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
-from django.views import defaults
+from django.views import csrf, defaults
 
-from .errors import Outage, error_body, json_404, json_500, outage_of
+from .errors import (
+    Outage,
+    error_body,
+    json_400,
+    json_403,
+    json_404,
+    json_500,
+    json_csrf_failure,
+    outage_of,
+)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    # Reached for every SuspiciousOperation: a bad Host, an oversized body, too many fields.
+    if request.path.startswith("/api/"):
+        return json_400(request, exception)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return json_403(request, exception)
+    return defaults.permission_denied(request, exception)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return json_csrf_failure(request, reason)
+    return csrf.csrf_failure(request, reason)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

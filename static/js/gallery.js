@@ -5,6 +5,12 @@
   "use strict";
   const gallery = document.getElementById("gallery");
   const dialog = document.getElementById("lightbox");
+  // Each thumbnail's placeholder colour, painted from JavaScript: the CSP forbids style="".
+  if (gallery) {
+    gallery.querySelectorAll(".tile-open").forEach((link) => {
+      if (link.dataset.placeholder) link.querySelector("img").style.backgroundColor = link.dataset.placeholder;
+    });
+  }
   if (!gallery || !dialog || typeof dialog.showModal !== "function") return;
 
   const image = dialog.querySelector("[data-lightbox-image]");
