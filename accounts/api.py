@@ -3,11 +3,14 @@ from __future__ import annotations
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from core.openapi import COMMON, errors, fields
 
 from .services import credentials_check, user_signup, user_token
 
@@ -34,6 +37,18 @@ class SignupApi(APIView):
                 raise serializers.ValidationError({"password": list(exc.messages)}) from None
             return attrs
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: fields(
+                "SignupOutput",
+                id=serializers.IntegerField(),
+                username=serializers.CharField(),
+                token=serializers.CharField(),
+            ),
+            **errors(*COMMON, 429, e400="invalid, with field errors"),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -49,6 +64,13 @@ class TokenApi(APIView):
         username = serializers.CharField()
         password = serializers.CharField(write_only=True)
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: fields("TokenOutput", token=serializers.CharField()),
+            **errors(*COMMON, 403, 429, e400="invalid_credentials, or invalid input"),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

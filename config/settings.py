@@ -92,6 +92,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_q",
     "csp",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: no CDN
     "core",
     "accounts",
     "events",
@@ -406,6 +408,25 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.AutoSchema",
+}
+
+# GET /api/schema/ and /api/docs/ (drf-spectacular). Every error answer is the one shape of
+# ../shared/API.md, the ErrorBody component, declared per view with extend_schema.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FindMe API",
+    "DESCRIPTION": "Find yourself in an event's photos. The contract: ../shared/API.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "PhotoStatusEnum": "photos.models.Photo.Status",
+        "SelfieStatusEnum": ["queued", "indexed"],
+    },
 }
 
 # --- Auth, i18n, security -------------------------------------------------------------------------

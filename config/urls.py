@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from photos.admin_views import queue_dashboard
 
@@ -7,6 +8,9 @@ api_patterns = [
     path("", include("accounts.urls_api")),
     path("", include("faces.urls_api")),
     path("", include("photos.urls_api")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The split view serves its script as a file: the Content-Security-Policy forbids inline.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
 urlpatterns = [

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.openapi import AUTHED, errors, fields
 from core.uploads import upload_size_check
 
 from . import services
@@ -21,6 +23,17 @@ class SelfieApi(APIView):
         file = serializers.FileField(allow_empty_file=True, use_url=False)
         consent = serializers.CharField(required=False, allow_blank=True, default="")
 
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={
+            201: fields(
+                "SelfieOutput",
+                status=serializers.ChoiceField(choices=["queued", "indexed"]),
+                faces_found=serializers.IntegerField(),
+            ),
+            **errors(*AUTHED, 429, e400="consent_required, no_face, multiple_faces, invalid_image"),
+        },
+    )
     def put(self, request: Request) -> Response:
         upload_size_check(request)
         data = self.InputSerializer(data=request.data)
@@ -39,6 +52,7 @@ class SelfieApi(APIView):
 class FaceDataApi(APIView):
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(responses={204: None, **errors(*AUTHED)})
     def delete(self, request: Request) -> HttpResponse:
         services.member_forget(user_id=request.user.pk)
         return HttpResponse(status=204)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
@@ -12,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
+from core.openapi import AUTHED, STAFF, errors, fields
 from core.uploads import upload_size_check
 
 from . import selectors, services
@@ -27,10 +29,14 @@ class EventListCreateApi(GenericAPIView):
         name = serializers.CharField(max_length=200)
         slug = serializers.SlugField(max_length=70, required=False, allow_blank=True)
 
+    @extend_schema(responses={200: EventOutputSerializer(many=True), **errors(*STAFF, 404)})
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(selectors.event_list())
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
+    @extend_schema(
+        request=InputSerializer, responses={201: EventOutputSerializer, **errors(*STAFF)}
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -45,6 +51,21 @@ class EventListCreateApi(GenericAPIView):
 class EventDetailApi(APIView):
     permission_classes = [IsAdminUser]
 
+    @extend_schema(
+        responses={
+            200: fields(
+                "EventDetail",
+                slug=serializers.SlugField(),
+                name=serializers.CharField(),
+                join_code=serializers.CharField(),
+                join_url=serializers.URLField(),
+                created_at=serializers.DateTimeField(),
+                photos=serializers.DictField(child=serializers.IntegerField()),
+                members=serializers.IntegerField(),
+            ),
+            **errors(*STAFF, 404),
+        }
+    )
     def get(self, request: Request, slug: str) -> Response:
         event = selectors.event_get(slug=slug)
         body = EventOutputSerializer(event, context={"request": request}).data
@@ -61,6 +82,12 @@ class PhotoListUploadApi(GenericAPIView):
         file = serializers.FileField(allow_empty_file=True, use_url=False)
         sha256 = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=Photo.Status.values, required=False),
+        ],
+        responses={200: PhotoOutputSerializer(many=True), **errors(*STAFF, 404)},
+    )
     def get(self, request: Request, slug: str) -> Response:
         event = selectors.event_get(slug=slug)
         status = request.query_params.get("status") or None
@@ -73,6 +100,20 @@ class PhotoListUploadApi(GenericAPIView):
         page = self.paginate_queryset(selectors.photo_list_for_event(event=event, status=status))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={
+            201: PhotoOutputSerializer,
+            200: OpenApiResponse(PhotoOutputSerializer, description='"duplicate": true'),
+            **errors(
+                *STAFF,
+                404,
+                e400="invalid_image, unsupported_type, checksum_mismatch, image_too_large",
+                e413="file_too_large",
+                e503="queue_full or unavailable, with Retry-After",
+            ),
+        },
+    )
     def post(self, request: Request, slug: str) -> Response:
         event = selectors.event_get(slug=slug)
         upload_size_check(request)  # by now the body has been received, hashed and spooled
@@ -101,6 +142,15 @@ class PhotoCheckApi(APIView):
             child=serializers.RegexField(r"^[0-9a-fA-F]{64}$"), max_length=1000, allow_empty=True
         )
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: fields(
+                "PhotoCheckOutput", existing=serializers.ListField(child=serializers.CharField())
+            ),
+            **errors(*STAFF, 404),
+        },
+    )
     def post(self, request: Request, slug: str) -> Response:
         event = selectors.event_get(slug=slug)
         data = self.InputSerializer(data=request.data)
@@ -117,6 +167,19 @@ class PhotoCheckApi(APIView):
 class PhotoStatusApi(APIView):
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(
+        responses={
+            200: fields(
+                "PhotoStatus",
+                id=serializers.IntegerField(),
+                status=serializers.ChoiceField(choices=Photo.Status.values),
+                faces=serializers.IntegerField(allow_null=True),
+                error=serializers.CharField(allow_null=True),
+                attempts=serializers.IntegerField(),
+            ),
+            **errors(*AUTHED, 404),
+        }
+    )
     def get(self, request: Request, photo_id: int) -> Response:
         photo = selectors.photo_get_visible(photo_id=photo_id, user=request.user)
         return Response(
@@ -136,6 +199,13 @@ class EventJoinApi(APIView):
     class InputSerializer(serializers.Serializer):
         join_code = serializers.CharField(max_length=64)
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: fields("JoinOutput", event=serializers.SlugField()),
+            **errors(*AUTHED, 404, 429, e404="not_found: a wrong slug or code"),
+        },
+    )
     def post(self, request: Request, slug: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

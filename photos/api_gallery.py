@@ -8,6 +8,8 @@ from collections.abc import Callable
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils.cache import get_conditional_response, patch_vary_headers
 from django.utils.http import content_disposition_header, quote_etag
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAuthenticated
@@ -19,6 +21,7 @@ from rest_framework.views import APIView
 from accounts.selectors import selfie_get
 from core.errors import NotFound
 from core.imaging import sniff_type
+from core.openapi import AUTHED, COMMON, IMAGE_TYPES, NOT_MODIFIED, binary, errors, fields
 from events.models import Event
 from faces import services as faces_services
 
@@ -48,6 +51,21 @@ class _AnswerWhateverAccepted(BaseContentNegotiation):
 class MeApi(APIView):
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(
+        responses={
+            200: fields(
+                "Me",
+                id=serializers.IntegerField(),
+                username=serializers.CharField(),
+                is_staff=serializers.BooleanField(),
+                has_selfie=serializers.BooleanField(),
+                selfie_status=serializers.CharField(allow_null=True),
+                consent_at=serializers.DateTimeField(allow_null=True),
+                events=serializers.ListField(child=serializers.SlugField()),
+            ),
+            **errors(*AUTHED),
+        }
+    )
     def get(self, request: Request) -> Response:
         user = request.user
         selfie = selfie_get(user_id=user.pk)
@@ -93,6 +111,14 @@ class MyPhotosApi(GenericAPIView):
             return None
         return selectors.event_get_for_member(slug=slug, user=request.user)
 
+    @extend_schema(
+        parameters=[OpenApiParameter("event", str, required=False)],
+        responses={
+            200: GalleryPhotoSerializer(many=True),
+            304: NOT_MODIFIED,
+            **errors(*AUTHED, 404, 412),
+        },
+    )
     def get(self, request: Request) -> HttpResponse:
         # Everything the rendered bytes depend on: the query (next/previous links repeat it
         # whole), and scheme and host, which the absolute URLs carry.
@@ -122,6 +148,13 @@ class _PhotoBytesApi(APIView):
     variant = ""
     binary_field: str | None = None
 
+    @extend_schema(
+        responses={
+            **binary("the image", IMAGE_TYPES),
+            304: NOT_MODIFIED,
+            **errors(*COMMON, 401, 404, 412),
+        }
+    )
     def get(self, request: Request, photo_id: int) -> HttpResponse:
         # Only the one binary column this answer needs (none for the original, read from storage).
         fields = (self.binary_field,) if self.binary_field else ()
@@ -215,6 +248,7 @@ class PhotoOriginalApi(_PhotoBytesApi):
 class NotMeApi(APIView):
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(request=None, responses={204: None, **errors(*AUTHED, 404)})
     def post(self, request: Request, photo_id: int) -> HttpResponse:
         if not faces_services.match_reject(user_id=request.user.pk, photo_id=photo_id):
             raise NotFound("You are not matched in this photo.")
@@ -224,6 +258,13 @@ class NotMeApi(APIView):
 class MyPhotosZipApi(MyPhotosApi):
     content_negotiation_class = _AnswerWhateverAccepted
 
+    @extend_schema(
+        parameters=[OpenApiParameter("event", str, required=False)],
+        responses={
+            **binary("a zip of the originals", ("application/zip",)),
+            **errors(*AUTHED, 404),
+        },
+    )
     def get(self, request: Request) -> StreamingHttpResponse:
         event = self._event(request)
         # A server-side cursor on PostgreSQL, chunks on SQLite: rows never all in memory.
