@@ -10,8 +10,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.errors import ApplicationError
 from core.openapi import COMMON, errors, fields
 
+from .ratelimits import limit_check, limit_hit, raise_if_limited
+from .selectors import user_email_taken
 from .services import credentials_check, user_signup, user_token
 
 
@@ -27,6 +30,12 @@ class SignupApi(APIView):
         def validate_username(self, value: str) -> str:
             if get_user_model().objects.filter(username__iexact=value).exists():
                 raise serializers.ValidationError("This username is taken.")
+            return value
+
+        def validate_email(self, value: str) -> str:
+            # As much as Django's own form says of a username: taken, and nothing about whose.
+            if user_email_taken(email=value):
+                raise serializers.ValidationError("This email address is taken.")
             return value
 
         def validate(self, attrs: dict) -> dict:
@@ -50,6 +59,10 @@ class SignupApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
+        email = request.data.get("email") if hasattr(request.data, "get") else None
+        raise_if_limited(
+            limit_hit(request, scope="signup", account=email if isinstance(email, str) else "")
+        )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user, token = user_signup(**data.validated_data)
@@ -74,5 +87,13 @@ class TokenApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = credentials_check(user=authenticate(request, **data.validated_data))
+        username = data.validated_data["username"]
+        # Past the limit even the right password is refused, unchecked: guessing stops, and so
+        # does the CPU each check costs.
+        raise_if_limited(limit_check(request, scope="login", account=username))
+        try:
+            user = credentials_check(user=authenticate(request, **data.validated_data))
+        except ApplicationError:
+            limit_hit(request, scope="login", account=username)
+            raise
         return Response({"token": user_token(user=user)})

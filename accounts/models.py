@@ -4,6 +4,7 @@ import uuid
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.db.models.functions import Lower
 
 from core.jobs import JobFields
 
@@ -13,6 +14,28 @@ class User(AbstractUser):
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
+        constraints = [
+            # One account per address, whatever its case: the address is how a password is reset.
+            # Accounts without one (staff made with createsuperuser) may be many.
+            models.UniqueConstraint(
+                Lower("email"),
+                condition=~models.Q(email=""),
+                name="user_email_ci_unique",
+                violation_error_message="A user with that email address already exists.",
+            )
+        ]
+
+    def save(self, *args, **kwargs) -> None:
+        # set_password() keeps the new password in _password until AbstractBaseUser.save()
+        # stores it. On an existing account that is a change or a reset, whatever the path
+        # (the reset and change forms, the admin, `changepassword`), and the API tokens handed
+        # out under the old password must stop working with it, as the sessions do.
+        password_changed = self._password is not None and not self._state.adding
+        super().save(*args, **kwargs)
+        if password_changed:
+            from rest_framework.authtoken.models import Token
+
+            Token.objects.filter(user_id=self.pk).delete()
 
 
 def selfie_upload_to(instance: Selfie, filename: str) -> str:  # noqa: ARG001

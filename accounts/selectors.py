@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 from PIL import Image
 
 from core.imaging import decode_upright
 
-from .models import Selfie
+from .models import Selfie, User
 
 
 def selfie_get(*, user_id: int) -> Selfie | None:
@@ -42,3 +45,15 @@ def selfies_indexed(*, user_ids: QuerySet | Iterable[int]) -> QuerySet[Selfie]:
     return Selfie.objects.filter(status=Selfie.Status.INDEXED, user_id__in=user_ids).only(
         "user_id", "descriptor", "engine_ref"
     )
+
+
+def user_email_taken(*, email: str) -> bool:
+    """Whether another account already uses this address, compared case-insensitively (as the
+    database's constraint compares it)."""
+    return bool(email) and User.objects.filter(email__iexact=email.strip()).exists()
+
+
+def token_expired(*, created_at: datetime) -> bool:
+    """Whether an API token made at ``created_at`` has outlived settings.TOKEN_TTL_DAYS (0: never)."""
+    ttl_days = settings.TOKEN_TTL_DAYS
+    return bool(ttl_days) and created_at + timedelta(days=ttl_days) <= timezone.now()

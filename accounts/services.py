@@ -7,7 +7,7 @@ import logging
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -15,6 +15,7 @@ from core import jobs
 from core.errors import ApplicationError, ServiceUnavailable
 
 from .models import Selfie, User
+from .selectors import token_expired, user_email_taken
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +31,33 @@ SELFIE_JOB = jobs.JobKind(
 )
 
 
+EMAIL_TAKEN = "A user with that email address already exists."
+
+
 def user_signup(*, username: str, email: str, password: str) -> tuple[User, str]:
     user_model = get_user_model()
-    with transaction.atomic():
-        user = user_model.objects.create_user(username=username, email=email, password=password)
-        token = Token.objects.create(user=user)
+    try:
+        with transaction.atomic():
+            user = user_model.objects.create_user(username=username, email=email, password=password)
+            token = Token.objects.create(user=user)
+    except IntegrityError:
+        # Two sign-ups with one address (or name) at once: the checks before passed for both,
+        # the database's unique constraints let one through.
+        field = "email" if user_email_taken(email=email) else "username"
+        message = EMAIL_TAKEN if field == "email" else "A user with that username already exists."
+        raise ApplicationError(
+            "Some fields are missing or invalid; see detail.", detail={field: [message]}
+        ) from None
     return user, token.key
 
 
 def user_token(*, user: User) -> str:
-    token, _ = Token.objects.get_or_create(user=user)
+    """The user's API token; an expired one is replaced by a new one."""
+    with transaction.atomic():
+        token, created = Token.objects.select_for_update().get_or_create(user=user)
+        if not created and token_expired(created_at=token.created):
+            token.delete()
+            token = Token.objects.create(user=user)
     return token.key
 
 

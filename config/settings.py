@@ -390,11 +390,71 @@ FACE_LOCAL_CONCURRENT = env_int("FACE_LOCAL_CONCURRENT", 0, minimum=0)
 # --- Gallery --------------------------------------------------------------------------------------
 MY_PHOTOS_CACHE_SECONDS = env_int("MY_PHOTOS_CACHE_SECONDS", 30, minimum=0)
 
+# --- Rate limits ----------------------------------------------------------------------------------
+# accounts.ratelimits counts with django-ratelimit's counters (cache.add + cache.incr) in the
+# default cache: Redis on the fleet, so a limit holds across processes and machines; the database
+# cache table on a laptop. Each scope is limited per client IP and per account, "N/period" with a
+# period of s, m, h or d and an optional multiplier ("10/15m"); "off" lifts one limit.
+# Past a limit: 429 rate_limited with Retry-After (API), a readable 429 page (HTML).
+_RATE_RE = r"^\d+/\d*[smhd]$"
+
+
+def env_rate(name: str, default: str) -> str | None:
+    import re
+
+    value = env_str(name, default)
+    if value.lower() == "off":
+        return None
+    if not re.match(_RATE_RE, value):
+        raise ImproperlyConfigured(f"{name} must look like 10/15m (or be off), not {value!r}")
+    return value
+
+
+# API tokens older than this answer 401 (a new one comes from POST /api/auth/token/); 0 = never.
+# A password change or reset deletes the user's tokens whatever their age (accounts.models).
+TOKEN_TTL_DAYS = env_int("TOKEN_TTL_DAYS", 30, minimum=0)
+
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
+RATELIMIT_USE_CACHE = "default"
+# A cache that cannot be reached must not lock everyone out (nor answer 500): the limit lapses.
+RATELIMIT_FAIL_OPEN = True
+# Behind a reverse proxy REMOTE_ADDR is the proxy: name the header it sets (HTTP_X_REAL_IP).
+RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# What "account" means per scope: login the username tried, signup and password_reset the email
+# given, join and selfie the signed-in user, guest the event. login and join count failures only;
+# the others count every attempt.
+RATE_LIMITS = {
+    "login": {
+        "ip": env_rate("RATELIMIT_LOGIN_IP", "30/15m"),
+        "account": env_rate("RATELIMIT_LOGIN_ACCOUNT", "10/15m"),
+    },
+    "signup": {
+        "ip": env_rate("RATELIMIT_SIGNUP_IP", "20/h"),
+        "account": env_rate("RATELIMIT_SIGNUP_ACCOUNT", "10/h"),
+    },
+    "join": {
+        "ip": env_rate("RATELIMIT_JOIN_IP", "30/15m"),
+        "account": env_rate("RATELIMIT_JOIN_ACCOUNT", "10/15m"),
+    },
+    "guest": {
+        "ip": env_rate("RATELIMIT_GUEST_IP", "20/h"),
+        "account": env_rate("RATELIMIT_GUEST_ACCOUNT", "100/h"),
+    },
+    "selfie": {
+        "ip": env_rate("RATELIMIT_SELFIE_IP", "60/h"),
+        "account": env_rate("RATELIMIT_SELFIE_ACCOUNT", "20/h"),
+    },
+    "password_reset": {
+        "ip": env_rate("RATELIMIT_PASSWORD_RESET_IP", "10/h"),
+        "account": env_rate("RATELIMIT_PASSWORD_RESET_ACCOUNT", "3/h"),
+    },
+}
+
 # --- API ------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: an anonymous API call then gets 401 with WWW-Authenticate, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

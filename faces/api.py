@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.ratelimits import limit_hit, raise_if_limited
 from core.openapi import AUTHED, errors, fields
 from core.uploads import upload_size_check
 
@@ -35,6 +36,8 @@ class SelfieApi(APIView):
         },
     )
     def put(self, request: Request) -> Response:
+        # Each selfie is decoded and searched for faces in the web process: every try counts.
+        raise_if_limited(limit_hit(request, scope="selfie", account=str(request.user.pk)))
         upload_size_check(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

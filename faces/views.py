@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from accounts.ratelimits import limit_hit, limited_page
 from accounts.selectors import selfie_get
 from core.errors import ApplicationError
 from events.selectors import member_has_events
@@ -43,6 +44,9 @@ def _selfie_upload(request: HttpRequest):
 def selfie_page(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return _selfie_render(request)
+    # Each selfie is decoded and searched for faces in the web process: every try counts.
+    if (wait := limit_hit(request, scope="selfie", account=str(request.user.pk))) is not None:
+        return limited_page(request, wait)
     if getattr(request, "upload_too_large", False):
         return _selfie_render(
             request,

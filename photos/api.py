@@ -12,7 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.errors import ApplicationError
+from accounts.ratelimits import limit_check, limit_hit, raise_if_limited
+from core.errors import ApplicationError, NotFound
 from core.openapi import AUTHED, STAFF, errors, fields
 from core.uploads import upload_size_check
 
@@ -209,7 +210,14 @@ class EventJoinApi(APIView):
     def post(self, request: Request, slug: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        event = services.event_join(
-            user=request.user, slug=slug, join_code=data.validated_data["join_code"]
-        )
+        # Wrong codes are counted, per IP and per member, so codes cannot be guessed.
+        account = str(request.user.pk)
+        raise_if_limited(limit_check(request, scope="join", account=account))
+        try:
+            event = services.event_join(
+                user=request.user, slug=slug, join_code=data.validated_data["join_code"]
+            )
+        except NotFound:
+            limit_hit(request, scope="join", account=account)
+            raise
         return Response({"event": event.slug})

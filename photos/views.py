@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from accounts.ratelimits import limit_check, limit_hit, limited_page
 from accounts.selectors import selfie_get
 from core.errors import NotFound
 from events.models import Event
@@ -40,10 +41,16 @@ def _join_failed(request: HttpRequest, slug: str) -> HttpResponse:
 def event_join_page(request: HttpRequest, slug: str) -> HttpResponse:
     """GET shows the event the link leads to; POST joins it (a GET never changes anything)."""
     code = (request.POST.get("code") or request.GET.get("code") or "").strip()
+    # Wrong codes are counted, per IP and per member, so codes cannot be guessed: a GET tells a
+    # right code from a wrong one as well as a POST.
+    account = str(request.user.pk)
+    if (wait := limit_check(request, scope="join", account=account)) is not None:
+        return limited_page(request, wait)
     if request.method == "POST":
         try:
             event = services.event_join(user=request.user, slug=slug, join_code=code)
         except NotFound:
+            limit_hit(request, scope="join", account=account)
             return _join_failed(request, slug)
         messages.success(request, f"You joined {event.name}.")
         if selfie_get(user_id=request.user.pk) is None:
@@ -53,8 +60,10 @@ def event_join_page(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         event = selectors.event_get(slug=slug)
     except NotFound:
+        limit_hit(request, scope="join", account=account)
         return _join_failed(request, slug)
     if not code or not secrets.compare_digest(code, event.join_code):
+        limit_hit(request, scope="join", account=account)
         return _join_failed(request, slug)
     if selectors.membership_exists(user=request.user, event=event):
         return redirect(f"{reverse('my-photos')}?event={event.slug}")
