@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 SCOPES = ("login", "signup", "join", "guest", "selfie", "password_reset")
 
 
+def client_ip(request: HttpRequest) -> str:
+    """The client's address: the proxy's header (settings.RATELIMIT_CLIENT_IP_META) when the
+    request came through the proxy, else the peer's. django-ratelimit then groups IPv6 by /64."""
+    header = settings.RATELIMIT_CLIENT_IP_META
+    return (request.META.get(header, "") if header else "").strip() or request.META["REMOTE_ADDR"]
+
+
 def _rates(scope: str) -> dict[str, str | None]:
     if scope not in SCOPES:
         raise ValueError(f"unknown rate-limit scope {scope!r}")

@@ -418,8 +418,11 @@ RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
 RATELIMIT_USE_CACHE = "default"
 # A cache that cannot be reached must not lock everyone out (nor answer 500): the limit lapses.
 RATELIMIT_FAIL_OPEN = True
-# Behind a reverse proxy REMOTE_ADDR is the proxy: name the header it sets (HTTP_X_REAL_IP).
-RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# Behind a reverse proxy REMOTE_ADDR is the proxy: RATELIMIT_IP_META_KEY names the header it sets
+# (HTTP_X_REAL_IP). accounts.ratelimits.client_ip reads it, and REMOTE_ADDR for a request that
+# did not come through the proxy (django-ratelimit alone would answer those with an error).
+RATELIMIT_CLIENT_IP_META = env_str("RATELIMIT_IP_META_KEY")
+RATELIMIT_IP_META_KEY = "accounts.ratelimits.client_ip"
 # What "account" means per scope: login the username tried, signup and password_reset the email
 # given, join and selfie the signed-in user, guest the event. login and join count failures only;
 # the others count every attempt.

@@ -311,3 +311,25 @@ def test_a_bug_in_counting_is_not_swallowed(tight, attendee):
         pytest.raises(KeyError),
     ):
         _token("ann", RIGHT)
+
+
+# --- the client's address -------------------------------------------------------------------------
+def test_behind_the_proxy_each_client_address_has_its_own_count(tight, settings, attendee):
+    settings.RATELIMIT_CLIENT_IP_META = "HTTP_X_REAL_IP"
+
+    def token(username: str, password: str, real_ip: str):
+        return APIClient(REMOTE_ADDR="127.0.0.1", HTTP_X_REAL_IP=real_ip).post(
+            "/api/auth/token/", {"username": username, "password": password}, format="json"
+        )
+
+    for n in range(5):
+        assert token(f"nobody{n}", "wrong-guess", "203.0.113.7").status_code == 400
+    _assert_limited(token("ann", RIGHT, "203.0.113.7"))
+    assert token("ann", RIGHT, "203.0.113.8").status_code == 200
+
+
+def test_a_request_that_bypassed_the_proxy_is_counted_by_its_peer(tight, settings, attendee):
+    settings.RATELIMIT_CLIENT_IP_META = "HTTP_X_REAL_IP"
+    for n in range(5):
+        assert_error(_token(f"nobody{n}", "wrong-guess"), 400, "invalid_credentials")
+    _assert_limited(_token("ann", RIGHT))
