@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint format browser clean
+.PHONY: install run test lint format browser nginx clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed and cannot be installed here: browser tests will skip"; fi; }
 
+# Debian's nginx for tests/security/test_nginx.py (deploy/nginx in front of gunicorn).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else echo "nginx is not installed and cannot be installed here: the deploy tests will skip"; fi; }
+
 run: install
 	HOST=$(HOST) PORT=$(PORT) scripts/run
 
-test: install browser
+test: install browser nginx
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -329,6 +329,12 @@ else:
         "OPTIONS": {"location": str(MEDIA_ROOT), "allow_overwrite": True},
     }
 
+# Local storage behind deploy/nginx: the original view authorises, then answers with
+# X-Accel-Redirect to this internal prefix and nginx sends the file (only for events that keep
+# the location: otherwise the served bytes are rewritten, not the stored file).
+SERVE_ORIGINALS_VIA_ACCEL_REDIRECT = env_bool("SERVE_ORIGINALS_VIA_ACCEL_REDIRECT", False)
+ORIGINALS_ACCEL_PREFIX = env_str("ORIGINALS_ACCEL_PREFIX", "/internal/originals/")
+
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {

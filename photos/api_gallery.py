@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from urllib.parse import quote
 
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils.cache import get_conditional_response, patch_vary_headers
 from django.utils.http import content_disposition_header, quote_etag
@@ -208,6 +211,12 @@ class PhotoPreviewApi(_PhotoBytesApi):
     binary_field = "preview"
 
 
+def _accel_redirect_serves(photo: Photo) -> bool:
+    return settings.SERVE_ORIGINALS_VIA_ACCEL_REDIRECT and isinstance(
+        photo.original.storage, FileSystemStorage
+    )
+
+
 class PhotoOriginalApi(_PhotoBytesApi):
     variant = "original"
 
@@ -224,7 +233,14 @@ class PhotoOriginalApi(_PhotoBytesApi):
             logger.exception("original of photo %s cannot be read", photo.pk)
             raise NotFound("The original file of this photo is missing.") from None
         filename = photo.original_name or f"photo-{photo.pk}.{photo.extension}"
-        if photo.event.keep_location:
+        if photo.event.keep_location and _accel_redirect_serves(photo):
+            # Authorised: nginx sends the stored file (deploy/nginx/findme-app.conf).
+            source.close()
+            response = HttpResponse(content_type=photo.content_type)
+            response["X-Accel-Redirect"] = settings.ORIGINALS_ACCEL_PREFIX + quote(
+                photo.original.name
+            )
+        elif photo.event.keep_location:
             response = FileResponse(source, content_type=photo.content_type)
         else:
             # The stored file still holds the location, so it is never handed to a server that
