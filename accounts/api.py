@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.errors import ApplicationError
 from core.openapi import COMMON, errors, fields
 
-from .ratelimits import limit_check, limit_hit, raise_if_limited
+from .backends import login_retry_after
+from .ratelimits import limit_hit, raise_if_limited
 from .selectors import user_email_taken
 from .services import credentials_check, user_signup, user_token
 
@@ -87,13 +87,8 @@ class TokenApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        username = data.validated_data["username"]
-        # Past the limit even the right password is refused, unchecked: guessing stops, and so
-        # does the CPU each check costs.
-        raise_if_limited(limit_check(request, scope="login", account=username))
-        try:
-            user = credentials_check(user=authenticate(request, **data.validated_data))
-        except ApplicationError:
-            limit_hit(request, scope="login", account=username)
-            raise
+        user = authenticate(request, **data.validated_data)
+        # accounts.backends counts the failures and refuses past the login limit.
+        raise_if_limited(login_retry_after(request))
+        user = credentials_check(user=user)
         return Response({"token": user_token(user=user)})

@@ -10,8 +10,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from .backends import login_retry_after
 from .models import User
-from .ratelimits import limit_check, limit_hit, limited_page
+from .ratelimits import limit_hit, limited_page
 from .selectors import user_email_taken
 from .services import EMAIL_TAKEN
 
@@ -38,16 +39,13 @@ class SignupForm(UserCreationForm):
 
 
 class LoginView(auth_views.LoginView):
-    """Django's login page, refusing an IP or a username past its failed-login limit."""
-
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        wait = limit_check(request, scope="login", account=request.POST.get("username", ""))
-        if wait is not None:
-            return limited_page(request, wait)
-        return super().post(request, *args, **kwargs)
+    """Django's login page; past the failed-login limit (counted by accounts.backends) it says
+    so, with a 429, instead of "wrong password"."""
 
     def form_invalid(self, form) -> HttpResponse:
-        limit_hit(self.request, scope="login", account=self.request.POST.get("username", ""))
+        wait = login_retry_after(self.request)
+        if wait is not None:
+            return limited_page(self.request, wait)
         return super().form_invalid(form)
 
 

@@ -420,6 +420,9 @@ def env_rate(name: str, default: str) -> str | None:
 # A password change or reset deletes the user's tokens whatever their age (accounts.models).
 TOKEN_TTL_DAYS = env_int("TOKEN_TTL_DAYS", 30, minimum=0)
 
+# Every password check (API token, login page, admin) goes through the "login" limit below.
+AUTHENTICATION_BACKENDS = ["accounts.backends.RateLimitedModelBackend"]
+
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
 RATELIMIT_USE_CACHE = "default"
 # A cache that cannot be reached must not lock everyone out (nor answer 500): the limit lapses.

@@ -333,3 +333,24 @@ def test_a_request_that_bypassed_the_proxy_is_counted_by_its_peer(tight, setting
     for n in range(5):
         assert_error(_token(f"nobody{n}", "wrong-guess"), 400, "invalid_credentials")
     _assert_limited(_token("ann", RIGHT))
+
+
+def test_admin_login_shares_the_count_and_refuses_past_it(tight, staff_user):
+    for _ in range(3):
+        page = Client(REMOTE_ADDR="10.0.7.1").post(
+            "/admin/login/?next=/admin/", {"username": "staff", "password": "wrong-guess"}
+        )
+        assert page.status_code == 200
+    refused = Client(REMOTE_ADDR="10.0.7.2").post(
+        "/admin/login/?next=/admin/", {"username": "staff", "password": "staff-pass-123"}
+    )
+    assert refused.status_code == 200  # the admin's own form, refusing
+    assert "_auth_user_id" not in refused.client.session
+    _assert_limited(_token("staff", "staff-pass-123", ip="10.0.7.3"))
+
+
+def test_logins_without_a_request_are_not_counted(tight, client, attendee):
+    # The test client's login() and shell code authenticate without a request: no client to count.
+    for _ in range(5):
+        assert not client.login(username="ann", password="wrong-guess")
+    assert client.login(username="ann", password=RIGHT)
