@@ -91,6 +91,6 @@ def signup(request: HttpRequest) -> HttpResponse:
             else:
                 form.add_error("username", "A user with that username already exists.")
         else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            login(request, user, backend="accounts.backends.RateLimitedModelBackend")
             return redirect(_next_url(request))
     return render(request, "registration/signup.html", {"form": form, "next": _next_url(request)})
