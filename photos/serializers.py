@@ -27,7 +27,7 @@ class EventOutputSerializer(serializers.ModelSerializer):
 
 class PhotoOutputSerializer(serializers.ModelSerializer):
     event = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    faces = serializers.IntegerField(source="face_count", read_only=True)
+    faces = serializers.IntegerField(source="face_count", read_only=True, allow_null=True)
     thumb_url = serializers.SerializerMethodField()
     preview_url = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
