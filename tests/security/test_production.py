@@ -151,3 +151,85 @@ def test_templates_hold_no_inline_script_or_style():
         if re.search(r"\son[a-z]+=\"", text):
             offenders.append(f"{template.relative_to(ROOT)} (event handler attribute)")
     assert offenders == []
+
+
+@pytest.fixture
+def chromium():
+    from tests.browser import CHROMIUM, CHROMIUM_FLAGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make browser)")
+    from playwright.sync_api import sync_playwright
+
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # ORM calls between browser steps
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+            )
+            try:
+                yield browser
+            finally:
+                browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_no_page_breaks_the_content_security_policy(chromium, live_server, django_user_model):
+    """Chromium reports every script, style or image the CSP refuses: there must be none."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+
+    from accounts.models import Selfie
+    from accounts.services import selfie_store
+    from events.models import Event
+    from tests.conftest import jpeg_bytes
+    from tests.pages.conftest import join, match_make, photo_make
+
+    staff = django_user_model.objects.create_superuser("boss", "boss@example.com", "pw-long-1234")
+    member = django_user_model.objects.create_user("ann", "ann@example.com", "pw-long-1234")
+    event = Event.objects.create(name="Wedding", slug="wedding", created_by=staff)
+    join(member, event)
+    selfie_store(user=member, upload=SimpleUploadedFile("s.jpg", jpeg_bytes()))
+    Selfie.objects.filter(user=member).update(status="indexed", indexed_at=timezone.now())
+    match_make(photo_make(event), member)
+
+    pages = {member: ["/my/", "/me/selfie/"], staff: ["/admin/", "/admin/queue/", "/e/wedding/qr/"]}
+    refused: list[str] = []
+    anonymous = chromium.new_context(base_url=live_server.url)
+    visits = [(anonymous, "/accounts/login/"), (anonymous, "/accounts/signup/")]
+    for user, paths in pages.items():
+        client = Client()
+        client.force_login(user)
+        context = chromium.new_context(base_url=live_server.url)
+        context.add_cookies(
+            [
+                {
+                    "name": "sessionid",
+                    "value": client.cookies["sessionid"].value,
+                    "url": live_server.url,
+                }
+            ]
+        )
+        visits += [(context, path) for path in paths]
+    for context, path in visits:
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda message, path=path: (
+                refused.append(f"{path}: {message.text}")
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+        answer = page.goto(path, wait_until="networkidle")
+        assert answer.status == 200, path
+        assert "Content-Security-Policy" in {h.title() for h in answer.headers}
+        page.close()
+    assert refused == []
