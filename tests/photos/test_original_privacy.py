@@ -212,3 +212,18 @@ def test_the_scan_data_streams_in_pieces_of_the_chunk_size():
     head, rest = pieces[0], pieces[1:]
     assert len(head) < 4096  # the segments before the scan, EXIF included
     assert len(rest) > 10 and max(len(p) for p in rest) == 8192
+
+
+def test_location_removal_wins_over_sending_the_file_through_nginx(
+    gps_photo, attendee_client, settings
+):
+    """nginx would send the stored file, location included: with location to remove, the
+    answer is always the rewritten bytes, whatever the X-Accel-Redirect setting says."""
+    settings.SERVE_ORIGINALS_VIA_ACCEL_REDIRECT = True
+    settings.ORIGINALS_ACCEL_PREFIX = "/internal/originals/"
+
+    answer = attendee_client.get(f"/api/photos/{gps_photo.pk}/original/")
+
+    assert answer.status_code == 200
+    assert "X-Accel-Redirect" not in answer
+    assert_location_free(served(answer))
