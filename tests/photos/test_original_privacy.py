@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
+import tracemalloc
 import zipfile
 import zlib
 
@@ -227,3 +229,46 @@ def test_location_removal_wins_over_sending_the_file_through_nginx(
     assert answer.status_code == 200
     assert "X-Accel-Redirect" not in answer
     assert_location_free(served(answer))
+
+
+def _large_original(path, fmt: str, megabytes: int) -> None:
+    """A file of ``fmt`` with the camera's GPS EXIF up front and ``megabytes`` of image data
+    behind it, written a megabyte at a time (the stripper never decodes that data)."""
+    small = with_gps(fmt, (64, 48))
+    with path.open("wb") as fh:
+        if fmt == "JPEG":
+            fh.write(small[: len(small) - len(scan_data(small))] + b"\xff\xda")
+            for _ in range(megabytes):
+                fh.write(os.urandom(1 << 20))
+            fh.write(b"\xff\xd9")
+        elif fmt == "PNG":
+            fh.write(small[: small.index(b"IDAT") - 4])
+            fh.write(struct.pack(">I", megabytes << 20) + b"IDAT")
+            for _ in range(megabytes):
+                fh.write(os.urandom(1 << 20))
+            fh.write(b"\x00\x00\x00\x00" + small[small.index(b"IEND") - 4 :])
+        else:
+            fh.write(small)
+            fh.write(b"JUNK" + struct.pack("<I", megabytes << 20))
+            for _ in range(megabytes):
+                fh.write(os.urandom(1 << 20))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"),
+    [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")],
+)
+def test_a_large_original_streams_without_being_held_in_memory(tmp_path, fmt, content_type):
+    path = tmp_path / "large"
+    _large_original(path, fmt, 40)
+    served_bytes = 0
+    tracemalloc.start()
+    try:
+        with path.open("rb") as source:
+            for piece in privacy.location_removed(source, content_type, chunk_size=256 * 1024):
+                served_bytes += len(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert served_bytes == path.stat().st_size  # scrubbed in place, every byte went out
+    assert peak < 4 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB for a 40 MB original"
