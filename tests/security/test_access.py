@@ -191,3 +191,21 @@ def test_personal_endpoints_need_a_login(path):
     answer = APIClient().generic("GET" if path == "/api/me/" else "PUT", path)
     assert answer.status_code == 401
     assert "WWW-Authenticate" in answer
+
+
+def test_the_not_me_page_rejects_only_the_callers_match(world, client):
+    url = f"/my/photos/{world['photo'].pk}/not-me/"
+    for who in ("carol", "bob"):
+        client.force_login(world["users"][who])
+        answer = client.post(url, {"next": "https://evil.example/"})
+        assert answer.status_code == 302
+        assert answer["Location"] == "/my/"  # never an open redirect
+    assert Match.objects.filter(pk=world["match"].pk, rejected=False).exists()
+
+    client.logout()
+    assert client.post(url).status_code == 302  # to the login page
+    assert Match.objects.filter(pk=world["match"].pk, rejected=False).exists()
+
+    client.force_login(world["users"]["ann"])
+    client.post(url)
+    assert Match.objects.filter(pk=world["match"].pk, rejected=True).exists()
