@@ -333,3 +333,27 @@ def test_gunicorn_closes_the_connection_after_refusing_an_unread_body(stack):
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"\r\nConnection: close" in head
     assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
+def test_with_no_gunicorn_the_api_answers_503_in_the_error_shape(stack, tmp_path):
+    """A second nginx on the same configuration whose upstream port has nothing behind it."""
+    port = free_port()
+    conf = render_nginx(tmp_path, listen=port, upstream=free_port(), media=tmp_path)
+    log = tmp_path / "stderr.log"
+    with log.open("w") as out:
+        nginx = subprocess.Popen(
+            [NGINX, "-c", str(conf), "-p", str(tmp_path)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_port(port, nginx, log)
+        status, headers, body = get(port, "/api/health/")
+        assert status == 503
+        assert headers["Retry-After"] == "10"
+        assert headers["Content-Type"] == "application/json"
+        assert json.loads(body)["error"]["code"] == "unavailable"
+        page_status, page_headers, _ = get(port, "/accounts/login/")
+        assert page_status == 502
+        assert page_headers["Content-Type"].startswith("text/html")
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=20)
