@@ -13,7 +13,8 @@ How each format is handled:
   cannot be proven clean, so it is dropped (JPEG, PNG) or blanked (WebP, HEIC).
 - JPEG: the segments before the scan are read one by one (each at most 64 KB); APP1 EXIF is
   scrubbed, APP1 XMP (which may carry ``exif:GPSLatitude``, ``photoshop:City``) and APP13
-  IPTC (City, Sub-location, Country) are dropped whole. The scan data is copied in chunks.
+  IPTC (City, Sub-location, Country) are dropped whole. The scan data is copied in chunks;
+  the EXIF of images embedded behind the first (MPF) is scrubbed in place on the way.
 - PNG: the ``eXIf`` chunk is scrubbed (its CRC recomputed); text chunks holding XMP or raw
   EXIF/IPTC profiles are dropped. Other chunks, IDAT included, are copied in chunks.
 - WebP: the ``EXIF`` chunk is scrubbed; the ``XMP `` chunk becomes an unknown chunk of the
@@ -168,7 +169,55 @@ def _jpeg(source: BinaryIO, chunk_size: int) -> Iterator[bytes]:
         else:
             head.append(marker + length + payload)
     yield b"".join(head)
-    yield from _rest(source, chunk_size)
+    yield from _embedded_exif_scrubbed(source, chunk_size)
+
+
+_APP1 = b"\xff\xe1"
+
+
+def _embedded_exif_scrubbed(source: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+    """The rest of a JPEG, with the EXIF of any JPEG embedded after the first scrubbed too.
+
+    Phones append more images behind the first (MPF: a second rendition, a depth or gain map),
+    each with its own APP1 EXIF. Entropy-coded data cannot hold FF E1 (every 0xFF in it is
+    followed by 00 or a restart marker), so an ``FF E1 <length> Exif\0\0`` met here is such a
+    segment. It is scrubbed in place, or zeroed if unreadable, keeping its length: the MPF
+    index locates those images by offset. Memory holds a chunk plus at most one segment."""
+    buffer = bytearray()
+    done = False
+    while True:
+        at = buffer.find(_APP1)
+        if at < 0 or len(buffer) - at < 10 + 2:
+            if done:
+                yield bytes(buffer)
+                return
+            if at < 0:
+                # Keep a trailing 0xFF: it may begin a marker that the next read completes.
+                keep = 1 if buffer.endswith(b"\xff") else 0
+                if len(buffer) > keep:
+                    yield bytes(buffer[: len(buffer) - keep])
+                    del buffer[: len(buffer) - keep]
+            chunk = source.read(chunk_size)
+            done = not chunk
+            buffer += chunk
+            continue
+        size = struct.unpack_from(">H", buffer, at + 2)[0]
+        if buffer[at + 4 : at + 10] != _EXIF_HEADER or size < 8:
+            yield bytes(buffer[: at + 2])
+            del buffer[: at + 2]
+            continue
+        end = at + 2 + size
+        while len(buffer) < end and not done:
+            chunk = source.read(chunk_size)
+            done = not chunk
+            buffer += chunk
+        if len(buffer) < end:
+            raise _Malformed("embedded EXIF segment cut short")
+        tiff = bytes(buffer[at + 10 : end])
+        clean = exif_location_removed(tiff)
+        buffer[at + 10 : end] = clean if clean is not None else bytes(len(tiff))
+        yield bytes(buffer[:end])
+        del buffer[:end]
 
 
 # --- PNG ------------------------------------------------------------------------------------------

@@ -272,3 +272,18 @@ def test_a_large_original_streams_without_being_held_in_memory(tmp_path, fmt, co
         tracemalloc.stop()
     assert served_bytes == path.stat().st_size  # scrubbed in place, every byte went out
     assert peak < 4 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB for a 40 MB original"
+
+
+@pytest.mark.parametrize("chunk_size", [7, 1000, 256 * 1024])
+def test_images_embedded_behind_the_first_lose_their_gps_too(chunk_size):
+    """A phone's MPF JPEG: a second image, with its own EXIF, right after the first's end."""
+    primary, secondary = with_gps("JPEG"), with_gps("JPEG", (160, 120))
+    data = primary + secondary
+
+    out = b"".join(privacy.location_removed(io.BytesIO(data), "image/jpeg", chunk_size=chunk_size))
+
+    assert len(out) == len(data)  # the MPF index's offsets still hold
+    assert not any(raw in out for raw in LATITUDE_BYTES.values())
+    assert_location_free(out[: len(primary)])
+    assert_location_free(out[len(primary) :])
+    assert scan_data(out[len(primary) :]) == scan_data(secondary)
