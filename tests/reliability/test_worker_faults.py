@@ -160,8 +160,10 @@ def test_a_whole_cluster_killed_is_covered_by_the_other_and_restarts_cleanly(
         doomed.wait(timeout=10)
         # What the killed machine held is redone by the other within two minutes...
         wait_until(
-            lambda: Photo.objects.filter(pk__in=victims, status=Photo.Status.DONE).count()
-            == len(victims),
+            lambda: (
+                Photo.objects.filter(pk__in=victims, status=Photo.Status.DONE).count()
+                == len(victims)
+            ),
             timeout=RECOVERY_S + 30,
             proc=survivor,
             what="the surviving cluster to redo the killed cluster's photos",
@@ -171,8 +173,10 @@ def test_a_whole_cluster_killed_is_covered_by_the_other_and_restarts_cleanly(
         )
         # ... and the rest of the queue is worked through at the survivor's own pace.
         wait_until(
-            lambda: Photo.objects.filter(pk__in=photo_ids, status=Photo.Status.DONE).count()
-            == len(photo_ids),
+            lambda: (
+                Photo.objects.filter(pk__in=photo_ids, status=Photo.Status.DONE).count()
+                == len(photo_ids)
+            ),
             timeout=600,
             proc=survivor,
             what="the surviving cluster to finish every photo",
