@@ -68,9 +68,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.reliability.servers import (  # noqa: E402 - after the path is set
     RedisServer,
+    client_env,
     free_port,
     postgres_missing,
     postgres_server,
+    production_env,
     redis_missing,
     redis_server,
 )
@@ -87,24 +89,6 @@ STALL_S = 180.0  # a drain that has done nothing for this long is over
 MANIFEST = ".findme-manifest.sqlite3"
 ON_SERVER = ("uploaded", "duplicate")
 # What would change the stack the servers run on: they get only what is set here.
-NOT_INHERITED = (
-    "DB_",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CACHE_",
-    "DJANGO_",
-    "PHOTO_",
-    "TASK_",
-    "Q_CLUSTER",
-    "SQLITE_",
-    "MEDIA_ROOT",
-    "FINDME_",
-    "AWS_",
-    "FACE_",
-    "WEB_",
-    "GUNICORN_CMD_ARGS",
-    "LOG_LEVEL",
-)
 ACCESS = re.compile(r"^(?P<method>\S+) (?P<path>\S+) (?P<status>\d{3}) (?P<ms>\d+)$")
 
 
@@ -179,10 +163,8 @@ def rss_summary(sizes: list[int]) -> dict[str, float]:
 
 # --- one pass -----------------------------------------------------------------------------------
 def server_env(database_url: str, redis_url: str, run_dir: Path, name: str, workers: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
+    env = production_env()
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY="soak-only-" + "s" * 40,
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         DATABASE_URL=database_url,
@@ -318,25 +300,34 @@ class Processes:
         self.cluster = self._spawn([PYTHON, "manage.py", "qcluster"], "qcluster.log")
         import httpx
 
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
+        body: object = None
         while True:
             self.check_running()
-            with contextlib.suppress(httpx.HTTPError, ValueError):
+            try:
                 body = httpx.get(f"{self.base}/api/health/", timeout=5).json()
-                if (body.get("database"), body.get("broker"), body.get("workers")) == (
-                    "ok",
-                    "ok",
-                    "ok",
-                ):
-                    return
+            except (httpx.HTTPError, ValueError) as exc:
+                body = f"{type(exc).__name__}: {exc}"
+            if isinstance(body, dict) and all(
+                body.get(part) == "ok" for part in ("database", "broker", "workers")
+            ):
+                return
             if time.monotonic() > deadline:
-                raise SystemExit(f"the stack was not healthy within 120 s; see {self.run_dir}")
+                raise SystemExit(f"the stack was not healthy within 180 s: {body}\n{self.logs()}")
             time.sleep(0.5)
+
+    def logs(self) -> str:
+        tails = []
+        for name in ("gunicorn.log", "qcluster.log"):
+            path = self.run_dir / name
+            text = path.read_text(errors="replace") if path.exists() else "(none)"
+            tails.append(f"--- {name}, last 3000 characters\n{text[-3000:]}")
+        return "\n".join(tails)
 
     def check_running(self) -> None:
         for name, proc in (("gunicorn", self.web), ("qcluster", self.cluster)):
             if proc is None or proc.poll() is not None:
-                raise SystemExit(f"{name} exited; see its log in {self.run_dir}")
+                raise SystemExit(f"{name} exited\n{self.logs()}")
 
     def stop(self) -> None:
         for proc in (self.cluster, self.web):
@@ -614,7 +605,8 @@ def run_pass(args: argparse.Namespace) -> dict:
     watcher: subprocess.Popen | None = None
     with contextlib.ExitStack() as stack:
         if not args.keep:
-            stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
+            # A pass that fails keeps its files (logs, manifest) for the post-mortem.
+            stack.push(lambda kind, *_: kind is None and shutil.rmtree(run_dir, ignore_errors=True))
         log(f"[{name}] starting a throwaway PostgreSQL and Redis; files in {run_dir}")
         pg = stack.enter_context(postgres_server())
         redis = stack.enter_context(redis_server())
@@ -642,7 +634,7 @@ def run_pass(args: argparse.Namespace) -> dict:
         watcher_err = (run_dir / "watcher.err").open("w")
         stack.callback(watcher_out.close)
         stack.callback(watcher_err.close)
-        watcher_env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
+        watcher_env = client_env()
         watcher = subprocess.Popen(
             [PYTHON, "-m", "watcher", str(folder), "--server", procs.base, "--event"]
             + [seeded.slug, "--token", seeded.staff_token, "--no-progress"],

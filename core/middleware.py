@@ -50,7 +50,9 @@ class UnreadBodyCloseMiddleware:
 
     Otherwise the server advertises keep-alive and must either read the rest of a body it has
     refused (a 413 for a gigabyte) or drop the connection under a client that is still sending.
-    gunicorn and runserver both honour the application's ``Connection: close``. Put it first in
+    gunicorn drops an application's hop-by-hop headers, so in production the proxy (nginx,
+    which buffers whole bodies and answers an oversized one itself) is what keeps this from
+    happening; runserver drains an unread body and must not be sent the header. Put it first in
     ``MIDDLEWARE`` so it sees the final answer, including Django's own 400/413 handlers'.
     """
 
@@ -59,7 +61,13 @@ class UnreadBodyCloseMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if response.status_code >= 400 and _body_left_unread(request):
+        if (
+            response.status_code >= 400
+            and _body_left_unread(request)
+            # wsgiref's servers (runserver, the test live server) refuse any hop-by-hop header
+            # from the application with a 500; they drain an unread body themselves.
+            and not request.META.get("SERVER_SOFTWARE", "").startswith("WSGIServer")
+        ):
             response["Connection"] = "close"
         return response
 

@@ -269,3 +269,47 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.remove()
+
+
+# FindMe's own variables: a server a test starts gets only what the test gives it.
+APP_VARIABLES = (
+    "DB_",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CACHE_",
+    "DJANGO_",
+    "PHOTO_",
+    "TASK_",
+    "Q_CLUSTER",
+    "SQLITE_",
+    "MEDIA_ROOT",
+    "FINDME_",
+    "AWS_",
+    "FACE_",
+    "RATELIMIT_",
+)
+
+
+def client_env() -> dict[str, str]:
+    """The environment of a client (the watcher): nothing of the server's configuration."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(APP_VARIABLES)}
+
+
+def production_env(**settings: str) -> dict[str, str]:
+    """The environment of a production-mode server (gunicorn, qcluster, manage.py) that a test
+    or a bench starts on loopback: the production settings, reached over plain HTTP because
+    there is no TLS proxy in front (no HTTPS redirect, secure-only cookies or HSTS), and static
+    files without a manifest (no collectstatic). ``settings`` are added on top."""
+    env = client_env()
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_DEBUG="0",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SECURE_SSL_REDIRECT="0",
+        DJANGO_SECURE_COOKIES="0",
+        DJANGO_SECURE_HSTS_SECONDS="0",
+        DJANGO_STATIC_MANIFEST="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(settings)
+    return env

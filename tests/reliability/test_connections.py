@@ -40,6 +40,7 @@ from psycopg import sql
 
 from core.checks import Fleet
 from tests.conftest import ROOT, jpeg_bytes
+from tests.reliability.servers import production_env
 
 logger = logging.getLogger(__name__)
 
@@ -64,24 +65,6 @@ QUEUE_WORKERS = 3
 PHOTOS = 6
 BURST = 40
 # Variables that would change what the pair runs on; the pair gets only those set below.
-NOT_INHERITED = (
-    "DB_",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "DJANGO_",
-    "PHOTO_",
-    "TASK_",
-    "Q_CLUSTER",
-    "SQLITE_",
-    "MEDIA_ROOT",
-    "FINDME_",
-    "WEB_",
-    "WORKER_",
-    "AWS_",
-    "FACE_",
-    "CACHE_KEY_PREFIX",
-    "GUNICORN_CMD_ARGS",
-)
 SETUP = """
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -123,9 +106,8 @@ def pair_env(database: str, media: Path) -> dict[str, str]:
     auth = quote(DB.get("USER") or "")
     if DB.get("PASSWORD"):
         auth += ":" + quote(DB["PASSWORD"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
+    env = production_env()
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_SECRET_KEY=secrets.token_hex(32),
         DATABASE_URL=f"postgres://{auth}@{PG_HOST}:{PG_PORT}/{database}",
         MEDIA_ROOT=str(media),

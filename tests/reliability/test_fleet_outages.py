@@ -48,7 +48,15 @@ from PIL import Image, ImageDraw
 
 from tests.conftest import ROOT
 
-from .servers import PostgresServer, RedisServer, free_port, postgres_missing, redis_missing
+from .servers import (
+    PostgresServer,
+    RedisServer,
+    client_env,
+    free_port,
+    postgres_missing,
+    production_env,
+    redis_missing,
+)
 
 pytestmark = [
     pytest.mark.reliability,
@@ -71,23 +79,6 @@ POSTGRES_DOWN_S = 15
 DB_POOL_TIMEOUT_S = 10  # the default, which the fleet runs with
 
 # Variables that would change what the fleet runs on: it gets only what is set below.
-NOT_INHERITED = (
-    "DB_",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CACHE_",
-    "DJANGO_",
-    "PHOTO_",
-    "TASK_",
-    "Q_CLUSTER",
-    "SQLITE_",
-    "MEDIA_ROOT",
-    "FINDME_",
-    "AWS_",
-    "FACE_",
-    "WEB_",
-    "GUNICORN_CMD_ARGS",
-)
 
 SEED = """
 import json
@@ -388,14 +379,12 @@ class Fleet:
 
 def watcher_env() -> dict[str, str]:
     # The watcher is a client: nothing of the server's configuration reaches it.
-    return {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
+    return client_env()
 
 
 def fleet_env(database_url: str, redis_url: str, media: Path, name: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
+    env = production_env()
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY="fleet-outages-" + "k" * 40,
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         DATABASE_URL=database_url,

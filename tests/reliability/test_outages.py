@@ -34,6 +34,7 @@ from .servers import (
     RedisServer,
     free_port,
     postgres_missing,
+    production_env,
     redis_missing,
     wait_for,
 )
@@ -47,21 +48,6 @@ pytestmark = [
 ]
 
 # What would change the stack the server runs on: the server gets only what is set below.
-NOT_INHERITED = (
-    "DB_",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CACHE_",
-    "DJANGO_",
-    "PHOTO_",
-    "TASK_",
-    "Q_CLUSTER",
-    "SQLITE_",
-    "MEDIA_ROOT",
-    "FINDME_",
-    "AWS_",
-    "FACE_",
-)
 
 SEED = """
 import json
@@ -137,10 +123,8 @@ class App:
 
 
 def app_env(database_url: str, redis_url: str, media: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
+    env = production_env()
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY="x",
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         DATABASE_URL=database_url,

@@ -167,3 +167,18 @@ def test_an_uncaught_error_before_the_body_was_read_closes_the_connection():
     )
     assert response.status_code == 500
     assert response["Connection"] == "close"
+
+
+def test_a_development_server_gets_no_hop_by_hop_header(live_server):
+    """wsgiref's servers (runserver, the live server) answer 500 to an application that sets
+    ``Connection``: an early 401 must stay a 401 there."""
+    import httpx
+
+    answer = httpx.post(
+        f"{live_server.url}/api/events/nowhere/photos/check/",
+        json={"sha256": ["0" * 64]},
+        headers={"Authorization": "Token not-a-token"},
+        timeout=30,
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "authentication_failed"
