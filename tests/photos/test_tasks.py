@@ -208,3 +208,13 @@ def test_reprocessing_replaces_faces_and_matches_and_keeps_not_me(
     faces, matches = snapshot()
     assert len(faces) == 2
     assert matches == [("biden", True), ("obama", False)]  # "not me" stays not me
+
+
+def test_the_job_sweep_runs_twice_a_minute():
+    """django-q2 runs a schedule at most once a minute: two, half a minute apart."""
+    from django_q.models import Schedule
+
+    sweeps = Schedule.objects.filter(func="photos.tasks.jobs_sweep").order_by("next_run")
+    assert [(s.schedule_type, s.minutes, s.repeats) for s in sweeps] == [("I", 1, -1)] * 2
+    gap = (sweeps[1].next_run - sweeps[0].next_run).total_seconds() % 60
+    assert 25 <= gap <= 35
