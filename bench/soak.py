@@ -88,7 +88,6 @@ HISTORY_PHOTOS, HISTORY_MATCHES = 200, 20
 STALL_S = 180.0  # a drain that has done nothing for this long is over
 MANIFEST = ".findme-manifest.sqlite3"
 ON_SERVER = ("uploaded", "duplicate")
-# What would change the stack the servers run on: they get only what is set here.
 ACCESS = re.compile(r"^(?P<method>\S+) (?P<path>\S+) (?P<status>\d{3}) (?P<ms>\d+)$")
 
 
@@ -852,10 +851,10 @@ def commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def report(results: dict[str, dict], args: argparse.Namespace) -> int:
+def report(results: dict[str, dict], args: argparse.Namespace, started: str) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"soak at {commit()}, {time.strftime('%Y-%m-%d %H:%M %Z')}: {args.photos} photos of {WIDTH}x{HEIGHT} over {args.seconds} s per pass,"
+        f"soak at {args.commit}, started {started}: {args.photos} photos of {WIDTH}x{HEIGHT} over {args.seconds} s per pass,"
         f" {args.attendees} attendees every {POLL_S[0]:.0f}-{POLL_S[1]:.0f} s;"
         f" gunicorn {args.web_workers}x{args.web_threads}, qcluster {args.queue_workers} workers;"
         f" {os.cpu_count()} cores, load average now {load}"
@@ -928,6 +927,12 @@ def parse_args() -> argparse.Namespace:
         "--drain-max", type=int, default=1800, help="longest drain after the window, s (1800)"
     )
     parser.add_argument("--keep", action="store_true", help="keep each pass's logs and media")
+    parser.add_argument(
+        "--commit",
+        default=None,
+        help="what the report names as the code measured (default: git describe of this"
+        " checkout, read at the start); give it when running from an export",
+    )
     parser.add_argument("--run-pass", choices=("baseline", "faults"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -947,6 +952,8 @@ def main() -> int:
         return 0
     if reason := postgres_missing() or redis_missing():
         raise SystemExit(f"the soak needs a throwaway PostgreSQL and Redis: {reason}")
+    args.commit = args.commit or commit()
+    started = time.strftime("%Y-%m-%d %H:%M %Z")
     photos_make(args.photos)
     results = {}
     forwarded = [
@@ -973,7 +980,7 @@ def main() -> int:
             results[name] = json.loads(text)
         finally:
             result_file.unlink(missing_ok=True)
-    return report(results, args)
+    return report(results, args, started)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,6 @@ REDIS_DOWN_S = 30
 POSTGRES_DOWN_S = 15
 DB_POOL_TIMEOUT_S = 10  # the default, which the fleet runs with
 
-# Variables that would change what the fleet runs on: it gets only what is set below.
 
 SEED = """
 import json
