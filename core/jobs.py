@@ -259,14 +259,18 @@ def broker_queue_size() -> int | None:
 
 
 def claimed_frontier(kinds: Sequence[JobKind]) -> datetime | None:
-    """The newest dispatch time among rows claimed lately: everything the broker handed over
-    before it (less a margin) has been delivered, if it still exists."""
+    """The newest dispatch time among rows claimed lately on their first message: everything
+    the broker handed over before it (less a margin) has been delivered, if it still exists.
+
+    Only first attempts keep the queue's order: a rescued or retried row is sent again late and
+    then claimed ahead of the backlog (claim_next), so counting it would make the whole backlog
+    look overtaken."""
     since = timezone.now() - timedelta(minutes=15)
     newest = None
     for kind in kinds:
         value = (
             kind.model._default_manager.exclude(**{kind.status_field: kind.queued})
-            .filter(dispatched_at__gte=since)
+            .filter(dispatched_at__gte=since, attempts=1)
             .aggregate(newest=Max("dispatched_at"))["newest"]
         )
         if value is not None and (newest is None or value > newest):

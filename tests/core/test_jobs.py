@@ -190,7 +190,9 @@ def _photo(event, n: int, *, status: str, dispatched_ago: float) -> Photo:
         uploaded_by=None,
     ).photo
     Photo.objects.filter(pk=photo.pk).update(
-        status=status, dispatched_at=timezone.now() - timedelta(seconds=dispatched_ago)
+        status=status,
+        dispatched_at=timezone.now() - timedelta(seconds=dispatched_ago),
+        attempts=0 if status == Photo.Status.QUEUED else 1,  # a claimed row was claimed once
     )
     return photo
 
@@ -314,3 +316,14 @@ def test_a_rescued_photo_goes_before_the_backlog_and_a_spare_message_takes_the_n
     assert jobs.claim_next(PHOTO_JOB, rescued.pk) == (backlog[1].pk, 1)
     assert jobs.claim_next(PHOTO_JOB, backlog[1].pk) == (backlog[2].pk, 1)
     assert jobs.claim_next(PHOTO_JOB, backlog[2].pk) is None  # nothing is due: a no-op
+
+
+def test_rescued_rows_claimed_ahead_of_the_backlog_do_not_make_it_look_lost(event, broker):
+    """A rescued photo is sent again late and claimed first: the backlog behind it, sent long
+    before, still has its messages in the broker and must not be sent twice."""
+    backlog = [_photo(event, n, status=Photo.Status.QUEUED, dispatched_ago=120) for n in (1, 2)]
+    rescued = _photo(event, 3, status=Photo.Status.PROCESSING, dispatched_ago=1)
+    Photo.objects.filter(pk=rescued.pk).update(attempts=2)
+    broker["size"] = 2
+    assert jobs_sweep()[PHOTO_JOB.task].redispatched == 0
+    assert not [pk for pk in sent_photos(broker) if pk in {p.pk for p in backlog}]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.db.models import Count, F
 
 from accounts.services import selfie_store
@@ -138,12 +139,17 @@ def test_a_worker_sigkilled_ten_times_during_200_photos_loses_nothing(faces_dir,
     assert Photo.objects.filter(pk__in=photo_ids, attempts__gte=2).count() <= len(kills) * 2
 
 
+@pytest.mark.postgres
 def test_a_whole_cluster_killed_is_covered_by_the_other_and_restarts_cleanly(
     faces_dir, django_user_model
 ):
     """Two clusters (two worker machines) share the database and the broker. One is SIGKILLed,
     every process of it at once, in the middle of the work: the other finishes its photos within
-    two minutes. The killed one then starts again and takes work as before."""
+    two minutes. The killed one then starts again and takes work as before.
+
+    A fleet's topology: two machines share PostgreSQL, never one SQLite file."""
+    if connection.vendor != "postgresql":
+        pytest.skip("two worker machines share PostgreSQL: run with DATABASE_URL=postgres://...")
     event = event_with_members(faces_dir, django_user_model)
     photo_ids = ingest(event, photo_variants(faces_dir, 60))
     with running_cluster(workers=2) as survivor, running_cluster(workers=2) as doomed:
