@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import subprocess
@@ -38,8 +39,28 @@ def cluster_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# The migrations that create django-q2 schedules, as a deployment has them.
+SCHEDULE_MIGRATIONS = [
+    ("photos", "0005_job_sweep_schedule"),
+    ("photos", "0006_event_files_sweep_schedule"),
+    ("photos", "0008_job_sweep_twice_a_minute"),
+    ("faces", "0003_rematch_sweep_schedule"),
+    ("faces", "0004_photo_vectors_sweep_schedule"),
+]
+
+
+def schedules_ensure() -> None:
+    """Transactional tests empty every table after each test, the schedules the migrations made
+    included: a cluster started later would run no periodic sweep, unlike any deployment."""
+    from django.apps import apps
+
+    for app, name in SCHEDULE_MIGRATIONS:
+        importlib.import_module(f"{app}.migrations.{name}").schedule_create(apps, None)
+
+
 @contextlib.contextmanager
 def running_cluster(workers: int = 2, **extra_env: str) -> Iterator[subprocess.Popen]:
+    schedules_ensure()
     log = tempfile.NamedTemporaryFile(prefix="qcluster-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
