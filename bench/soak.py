@@ -366,6 +366,7 @@ class Sample:
     at: float  # monotonic, when the request was sent
     seconds: float
     status: int  # 0: no answer (connection error or timeout)
+    error: str = ""  # what the client raised when there was no answer
 
 
 class Attendee(threading.Thread):
@@ -392,9 +393,10 @@ class Attendee(threading.Thread):
                     status = answer.status_code
                     if status == 200:
                         etag = answer.headers.get("ETag")
-                except httpx.HTTPError:
-                    status = 0
-                self.samples.append(Sample(sent, time.monotonic() - sent, status))
+                    error = ""
+                except httpx.HTTPError as exc:
+                    status, error = 0, f"{type(exc).__name__}: {exc}"[:200]
+                self.samples.append(Sample(sent, time.monotonic() - sent, status, error))
                 self.stop.wait(self.rng.uniform(*POLL_S))
 
 
@@ -798,6 +800,12 @@ def pass_result(
             "statuses": {str(k): v for k, v in sorted(Counter(s.status for s in samples).items())},
             "p50_ms": percentile(latency_ms, 50),
             "p95_ms": percentile(latency_ms, 95),
+            # Requests with no answer are counted here, not in the percentiles.
+            "no_answer": [
+                f"{s.error} (sent at {s.at - timeline.started:.0f} s, after {s.seconds:.1f} s)"
+                for s in samples
+                if s.status == 0
+            ],
         },
         "matches_made": recognizer.matches,
         "recognizer_errors": dict(recognizer.errors),
@@ -883,6 +891,8 @@ def report(results: dict[str, dict], args: argparse.Namespace, started: str) -> 
                 else ""
             )
         )
+        for failure in g["no_answer"][:10]:
+            print(f"  gallery request without an answer: {failure}")
         print(f"  RSS at the start: {fmt_rss(r['rss_start'])}")
         print(f"  RSS at the end:   {fmt_rss(r['rss_end'])}")
         print(
