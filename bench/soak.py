@@ -10,7 +10,7 @@ redis-server, each on a free port on 127.0.0.1), gunicorn (2 workers x 4 threads
 ``manage.py qcluster`` (3 workers), with the production settings module and its defaults.
 
 - **Photographer**: the real watcher (``python -m watcher DIR``, watching) uploads ``--photos``
-  distinct 2000x1500 JPEGs (about 1 MB each; generated once, cached in bench/out/photos-soak/).
+  distinct 2000x1500 JPEGs (0.8 MB each; generated once, cached in bench/out/photos-soak/).
   They appear in its folder at a steady pace over the first 80% of ``--seconds``, as a tethered
   camera delivers them.
 - **Audience**: ``--attendees`` threads, each a guest with a token and a member of the event,
@@ -97,7 +97,7 @@ def log(message: str) -> None:
 
 # --- photos -------------------------------------------------------------------------------------
 def photos_make(count: int) -> list[Path]:
-    """``count`` distinct 2000x1500 JPEGs of about 1 MB: a smooth scene with a few bright
+    """``count`` distinct 2000x1500 JPEGs of 0.8 MB: a smooth scene with a few bright
     shapes, plus sensor-like noise, so that they neither compress away nor look alike."""
     PHOTOS.mkdir(parents=True, exist_ok=True)
     y = np.linspace(0, 1, HEIGHT, dtype=np.float32)[:, None]
