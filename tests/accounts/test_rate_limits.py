@@ -20,6 +20,16 @@ pytestmark = pytest.mark.django_db
 RIGHT = "ann-pass-1234"
 
 
+@pytest.fixture(autouse=True)
+def _one_window():
+    """django-ratelimit's windows have fixed edges: a test that ran across one would see its
+    counts start again halfway (on a slow machine, often). The clock stands still in each test
+    (at the real time, which the cache's expiry times are compared with); the tests that need
+    time to pass patch it themselves."""
+    with mock.patch("django_ratelimit.core.time.time", return_value=time.time()):
+        yield
+
+
 @pytest.fixture
 def tight(settings):
     """Small limits, one window of a minute, so a test reaches them in a few requests."""
