@@ -111,11 +111,14 @@ def dispatch_on_commit(kind: JobKind, pk) -> None:
     """After the current transaction commits, hand the row to the broker. The row must already
     carry ``dispatched_at``; a failed enqueue clears it, so that the sweep sees it at once."""
 
+    # Read before the commit: after it, the database may already be gone, and the caller's
+    # answer (201: row and file stored) must not depend on anything that can still fail.
+    args = kind.model._default_manager.filter(pk=pk).values_list(*kind.args).first()
+    if args is None:
+        return
+
     def hand_over() -> None:
-        row = kind.model._default_manager.filter(pk=pk).values_list(*kind.args).first()
-        if row is None:
-            return
-        if not enqueue(kind.task, *row):
+        if not enqueue(kind.task, *args):
             with contextlib.suppress(Exception):  # the database may be down too: sweep rule 3
                 kind.model._default_manager.filter(pk=pk).update(dispatched_at=None)
 

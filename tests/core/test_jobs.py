@@ -327,3 +327,29 @@ def test_rescued_rows_claimed_ahead_of_the_backlog_do_not_make_it_look_lost(even
     broker["size"] = 2
     assert jobs_sweep()[PHOTO_JOB.task].redispatched == 0
     assert not [pk for pk in sent_photos(broker) if pk in {p.pk for p in backlog}]
+
+
+def test_a_database_gone_right_after_the_commit_does_not_fail_the_upload(
+    staff_client, event, broker, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The hand-over runs after the commit: nothing it does may turn a stored photo into an
+    error. (It used to read the row again there, unguarded.)"""
+    from django.db.models import QuerySet
+
+    real = QuerySet.values_list
+    committed = []
+
+    def reads_fail_after_commit(self, *fields, **kwargs):
+        if committed:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(self, *fields, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "values_list", reads_fail_after_commit)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        answer = upload(staff_client, event, jpeg_bytes())
+    assert answer.status_code == 201
+    committed.append(True)
+    for callback in callbacks:
+        callback()  # the database is gone now
+    monkeypatch.setattr(QuerySet, "values_list", real)
+    assert sent_photos(broker) == [answer.json()["id"]]
