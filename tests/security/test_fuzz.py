@@ -8,7 +8,6 @@ code declared, content type declared, body as described).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.servers import free_port, wait_for
+from tests.reliability.servers import free_port, production_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -62,26 +61,12 @@ print(Token.objects.create(user=staff).key, Token.objects.create(user=ann).key)
 
 
 def _environment(tmp: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # A throwaway SQLite database and the database cache, whatever the suite runs on.
-        if key not in {"DATABASE_URL", "REDIS_URL", "AWS_STORAGE_BUCKET_NAME"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_DEBUG="0",
+    # A throwaway SQLite database and the database cache, whatever the suite runs on.
+    return production_env(
         DJANGO_SECRET_KEY="fuzz-only-secret-key",
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        DJANGO_SECURE_SSL_REDIRECT="0",
-        DJANGO_SECURE_COOKIES="0",
-        DJANGO_SECURE_HSTS_SECONDS="0",
-        DJANGO_STATIC_MANIFEST="0",
         SQLITE_PATH=str(tmp / "db.sqlite3"),
         MEDIA_ROOT=str(tmp / "media"),
-        PYTHONUNBUFFERED="1",
     )
-    return env
 
 
 def _manage(env: dict[str, str], *args: str) -> str:
