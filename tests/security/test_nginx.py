@@ -115,6 +115,7 @@ http {{
 class Stack:
     nginx_port: int
     gunicorn_port: int
+    gthread_port: int  # the same gunicorn with threads (gthread, keep-alive), as `make run` runs it
     token: str
     photo_id: int
     original: bytes
@@ -132,7 +133,7 @@ def stack(tmp_path_factory):
     media.mkdir()
     original = (ROOT / "static" / "favicon.svg").read_bytes()  # any bytes: served untouched
     (tmp / "original.bin").write_bytes(original)
-    gunicorn_port, nginx_port = free_port(), free_port()
+    gunicorn_port, nginx_port, gthread_port = free_port(), free_port(), free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -181,6 +182,20 @@ def stack(tmp_path_factory):
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    gthread_log = tmp / "gthread.log"
+    with gthread_log.open("w") as log:
+        gthread = subprocess.Popen(
+            [GUNICORN, "-c", "deploy/gunicorn.conf.py"],
+            cwd=ROOT,
+            env={
+                **env,
+                "GUNICORN_BIND": f"127.0.0.1:{gthread_port}",
+                "WEB_CONCURRENCY": "1",
+                "GUNICORN_THREADS": "4",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     nginx_dir = tmp / "nginx"
     nginx_dir.mkdir()
     conf = render_nginx(nginx_dir, listen=nginx_port, upstream=gunicorn_port, media=media)
@@ -196,11 +211,20 @@ def stack(tmp_path_factory):
     try:
         wait_for_port(gunicorn_port, gunicorn, gunicorn_log)
         wait_for_port(nginx_port, nginx, nginx_log)
-        yield Stack(nginx_port, gunicorn_port, made["token"], made["photo"], original, static_root)
+        wait_for_port(gthread_port, gthread, gthread_log)
+        yield Stack(
+            nginx_port,
+            gunicorn_port,
+            gthread_port,
+            made["token"],
+            made["photo"],
+            original,
+            static_root,
+        )
     finally:
-        for process in (nginx, gunicorn):
+        for process in (nginx, gunicorn, gthread):
             process.terminate()
-        for process in (nginx, gunicorn):
+        for process in (nginx, gunicorn, gthread):
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -319,21 +343,56 @@ def test_a_body_over_nginx_s_limit_is_refused_in_the_error_shape(stack):
     assert json.loads(body)["error"]["code"] == "file_too_large"
 
 
-def test_gunicorn_closes_the_connection_after_refusing_an_unread_body(stack):
-    """Straight at gunicorn: Django refuses a 6 MB form before reading it, and says so."""
-    with socket.create_connection(("127.0.0.1", stack.gunicorn_port), timeout=10) as sock:
-        sock.sendall(
-            b"POST /api/auth/token/ HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 6000000\r\n\r\n"
-            b"username=x"
-        )
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+TOO_BIG_FORM_HEAD = (
+    b"POST /api/auth/token/ HTTP/1.1\r\nHost: localhost\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 6000000\r\n\r\n"
+)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_gunicorn_closes_the_connection_after_refusing_an_unread_body(stack, worker):
+    """Straight at gunicorn: Django refuses a 6 MB form before reading it, and says so. With
+    threads, gunicorn keeps connections alive by default: the answer must still say close,
+    and the server must then close, even though the client never sends the rest."""
+    port = stack.gunicorn_port if worker == "sync" else stack.gthread_port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(TOO_BIG_FORM_HEAD + b"username=x")
+        answer = read_until_closed(sock)  # a server that kept the connection open times out here
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"\r\nConnection: close" in head
+    assert b"keep-alive" not in head.lower()
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
+def test_a_client_still_sending_the_refused_body_gets_the_whole_answer(stack):
+    """The client sends all 6 MB while the answer is already out: the server reads and drops
+    the rest before closing, so no reset destroys the answer in the client's buffers."""
+    with socket.create_connection(("127.0.0.1", stack.gthread_port), timeout=10) as sock:
+        sent: list[BaseException] = []
+
+        def send_all() -> None:
+            try:
+                sock.sendall(TOO_BIG_FORM_HEAD + b"u" * 6_000_000)
+            except OSError as error:
+                sent.append(error)
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        answer = read_until_closed(sock)
+        sender.join(timeout=30)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"\r\nConnection: close" in head
     assert json.loads(body)["error"]["code"] == "request_too_large"
+    assert sent == []  # the whole body was taken, none of it refused with a reset
 
 
 def test_with_no_gunicorn_the_api_answers_503_in_the_error_shape(stack, tmp_path):
