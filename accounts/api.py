@@ -12,14 +12,19 @@ from rest_framework.views import APIView
 
 from core.openapi import COMMON, errors, fields
 
+from .authentication import ExpiringTokenAuthentication
 from .backends import login_retry_after
 from .ratelimits import limit_hit, raise_if_limited
 from .selectors import user_email_taken
-from .services import credentials_check, user_signup, user_token
+from .services import credentials_check, guest_keep, user_signup, user_token
 
 
 class SignupApi(APIView):
-    authentication_classes: list = []
+    """A new account; or, sent with a guest's token, the guest's own account made permanent
+    (the same id, so their selfie, events and photos stay)."""
+
+    # A token only: a browser's session must not turn this into a CSRF-exempt write.
+    authentication_classes = [ExpiringTokenAuthentication]
     permission_classes = [AllowAny]
 
     class InputSerializer(serializers.Serializer):
@@ -28,7 +33,10 @@ class SignupApi(APIView):
         password = serializers.CharField(write_only=True, min_length=8, max_length=128)
 
         def validate_username(self, value: str) -> str:
-            if get_user_model().objects.filter(username__iexact=value).exists():
+            others = get_user_model().objects.exclude(
+                pk=getattr(self.context.get("user"), "pk", None)
+            )
+            if others.filter(username__iexact=value).exists():
                 raise serializers.ValidationError("This username is taken.")
             return value
 
@@ -55,7 +63,7 @@ class SignupApi(APIView):
                 username=serializers.CharField(),
                 token=serializers.CharField(),
             ),
-            **errors(*COMMON, 429, e400="invalid, with field errors"),
+            **errors(*COMMON, 401, 429, e400="invalid, with field errors"),
         },
     )
     def post(self, request: Request) -> Response:
@@ -63,9 +71,13 @@ class SignupApi(APIView):
         raise_if_limited(
             limit_hit(request, scope="signup", account=email if isinstance(email, str) else "")
         )
-        data = self.InputSerializer(data=request.data)
+        guest = request.user if getattr(request.user, "is_guest", False) else None
+        data = self.InputSerializer(data=request.data, context={"user": guest})
         data.is_valid(raise_exception=True)
-        user, token = user_signup(**data.validated_data)
+        if guest is not None:
+            user, token = guest_keep(user=guest, **data.validated_data)
+        else:
+            user, token = user_signup(**data.validated_data)
         return Response({"id": user.pk, "username": user.username, "token": token}, status=201)
 
 

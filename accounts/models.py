@@ -10,7 +10,18 @@ from core.jobs import JobFields
 
 
 class User(AbstractUser):
-    """A FindMe account: staff run events, attendees find themselves in photos."""
+    """A FindMe account: staff run events, attendees find themselves in photos.
+
+    A guest came from an event's QR code with a selfie alone: no password, no email, a generated
+    username, signed in by their private gallery link. Adding a password (and an email) makes
+    the same row an ordinary account, with everything it had.
+    """
+
+    is_guest = models.BooleanField(
+        default=False,
+        help_text="Joined from the event's page without a password; removed with their face "
+        "data when their events are deleted.",
+    )
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
+from sesame.utils import get_token as sesame_token
 
 from core import jobs
 from core.errors import ApplicationError, ServiceUnavailable
@@ -32,6 +34,7 @@ SELFIE_JOB = jobs.JobKind(
 
 
 EMAIL_TAKEN = "A user with that email address already exists."
+GALLERY_LINK_SCOPE = "gallery"
 
 
 def user_signup(*, username: str, email: str, password: str) -> tuple[User, str]:
@@ -49,6 +52,50 @@ def user_signup(*, username: str, email: str, password: str) -> tuple[User, str]
             "Some fields are missing or invalid; see detail.", detail={field: [message]}
         ) from None
     return user, token.key
+
+
+def guest_create() -> tuple[User, str]:
+    """A guest account: a generated username, no usable password, no email, and an API token.
+    The caller makes it a member of its event in the same transaction."""
+    user = get_user_model()(username=f"guest-{secrets.token_hex(6)}", is_guest=True)
+    user.set_unusable_password()
+    user.save()
+    return user, Token.objects.create(user=user).key
+
+
+def guest_link_token(*, user: User) -> str:
+    """The signed part of a guest's private gallery link (django-sesame, scope "gallery"): it
+    lasts settings.GUEST_LINK_DAYS and ends when the user's password changes."""
+    return sesame_token(user, scope=GALLERY_LINK_SCOPE)
+
+
+def guest_keep(*, user: User, username: str, email: str, password: str) -> tuple[User, str]:
+    """Make a guest an ordinary account in place: the same row, so their selfie, memberships,
+    matches and "not me" choices all stay. Their old token and links end with the password
+    change; the new token is returned. The caller has validated the fields."""
+    try:
+        with transaction.atomic():
+            user = get_user_model().objects.select_for_update().get(pk=user.pk, is_guest=True)
+            user.username = username
+            user.email = email
+            user.is_guest = False
+            user.set_password(password)
+            user.save()  # accounts.models: a password change deletes the old tokens
+            token = Token.objects.create(user=user)
+    except IntegrityError:
+        field = "email" if user_email_taken(email=email) else "username"
+        message = EMAIL_TAKEN if field == "email" else "A user with that username already exists."
+        raise ApplicationError(
+            "Some fields are missing or invalid; see detail.", detail={field: [message]}
+        ) from None
+    return user, token.key
+
+
+def guest_delete(*, user_id: int) -> int:
+    """Delete a guest account (never one with a password); its selfie file goes after commit
+    (accounts.apps). The caller has deleted the face data. Returns 1 or 0."""
+    deleted, _ = get_user_model().objects.filter(pk=user_id, is_guest=True).delete()
+    return 1 if deleted else 0
 
 
 def user_token(*, user: User) -> str:

@@ -7,6 +7,9 @@ urlpatterns = [
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/keep/", views.guest_keep, name="guest-keep"),
+    path("me/link/", views.my_link, name="my-link"),
+    path("g/<str:token>/", views.gallery_link_open, name="gallery-link"),
     path(
         "accounts/password-reset/",
         views.PasswordResetView.as_view(),

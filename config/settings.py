@@ -421,9 +421,20 @@ def env_rate(name: str, default: str) -> str | None:
 TOKEN_TTL_DAYS = env_int("TOKEN_TTL_DAYS", 30, minimum=0)
 
 # Every password check (API token, login page, admin) goes through the "login" limit below.
-AUTHENTICATION_BACKENDS = ["accounts.backends.RateLimitedModelBackend"]
+# django-sesame's backend takes only its signed links (it needs a "sesame" credential), first so
+# that a link never reaches the password backend.
+AUTHENTICATION_BACKENDS = [
+    "sesame.backends.ModelBackend",
+    "accounts.backends.RateLimitedModelBackend",
+]
 
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
+# A guest's private gallery link (django-sesame) signs them in on any device for this long, until
+# they set a password (which ends every link made before it).
+GUEST_LINK_DAYS = env_int("GUEST_LINK_DAYS", 180, minimum=1)
+SESAME_MAX_AGE = GUEST_LINK_DAYS * 24 * 3600
+SESAME_TOKEN_NAME = "link"
+
 RATELIMIT_USE_CACHE = "default"
 # A cache that cannot be reached must not lock everyone out (nor answer 500): the limit lapses.
 RATELIMIT_FAIL_OPEN = True
@@ -449,9 +460,10 @@ RATE_LIMITS = {
         "account": env_rate("RATELIMIT_JOIN_ACCOUNT", "10/15m"),
     },
     "guest": {
-        "ip": env_rate("RATELIMIT_GUEST_IP", "20/h"),
-        "account": env_rate("RATELIMIT_GUEST_ACCOUNT", "100/h"),
+        "ip": env_rate("RATELIMIT_GUEST_IP", "120/15m"),
+        "account": env_rate("RATELIMIT_GUEST_ACCOUNT", "600/15m"),
     },
+    # A venue's guests share its Wi-Fi, so one address is many honest guests arriving at once.
     "selfie": {
         "ip": env_rate("RATELIMIT_SELFIE_IP", "60/h"),
         "account": env_rate("RATELIMIT_SELFIE_ACCOUNT", "20/h"),

@@ -17,6 +17,11 @@ def join_code_new() -> str:
     return secrets.token_urlsafe(6)
 
 
+def branding_upload_to(instance: Event, filename: str) -> str:
+    # The branding service names the file (kind and content hash): never the client's name.
+    return f"events/{filename}"
+
+
 class Event(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
@@ -31,6 +36,26 @@ class Event(models.Model):
         help_text="Serve originals with their GPS and other location tags, as uploaded.",
     )
 
+    # What the event's landing page and poster show; all optional, set in the admin.
+    date = models.DateField(null=True, blank=True, help_text="Shown on the landing page.")
+    organiser = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text='Who hosts or photographs it, as guests should read it: "Photos by Ana Silva".',
+    )
+    cover = models.FileField(
+        upload_to=branding_upload_to,
+        max_length=255,
+        blank=True,
+        help_text="A photo for the top of the landing page (stored at most 1600 px, as JPEG).",
+    )
+    logo = models.FileField(
+        upload_to=branding_upload_to,
+        max_length=255,
+        blank=True,
+        help_text="The organiser's or photographer's logo (stored at most 400 px, as PNG).",
+    )
+
     class Meta:
         db_table = "photos_event"
         ordering = ["-created_at"]
@@ -40,7 +65,8 @@ class Event(models.Model):
 
     @property
     def join_path(self) -> str:
-        return f"{reverse('event-join', kwargs={'slug': self.slug})}?code={self.join_code}"
+        """Where the QR code and the join link lead: the event's landing page, with its code."""
+        return f"{reverse('event-landing', kwargs={'slug': self.slug})}?code={self.join_code}"
 
 
 class Membership(models.Model):

@@ -5,12 +5,15 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import quote_etag, urlencode
 
 from accounts.ratelimits import limit_hit, limited_page
-from accounts.selectors import selfie_get
+from accounts.selectors import selfie_get, selfie_image
 from core.errors import ApplicationError
+from core.imaging import encode, resized
 from events.selectors import member_has_events
 
 from . import services
@@ -30,9 +33,16 @@ def _selfie_render(
             "has_events": member_has_events(user_id=request.user.pk),
             # A refused photo should not cost the member their tick as well.
             "consent_given": request.method == "POST" and bool(request.POST.get("consent")),
+            "gallery_url": _gallery_path(request),
+            "selfie_path": _selfie_path(request),
         },
         status=status,
     )
+
+
+def _gallery_path(request: HttpRequest) -> str:
+    slug = request.GET.get("event", "")
+    return f"{reverse('my-photos')}?{urlencode({'event': slug})}" if slug else reverse("my-photos")
 
 
 def _selfie_upload(request: HttpRequest):
@@ -66,7 +76,37 @@ def selfie_page(request: HttpRequest) -> HttpResponse:
     messages.success(
         request, "Thank you. Your selfie is being read; your photos will appear in My photos."
     )
-    return redirect("selfie")
+    return redirect(_selfie_path(request))
+
+
+def _selfie_path(request: HttpRequest) -> str:
+    """The selfie page again, keeping the event the member came from (where to go next)."""
+    slug = request.GET.get("event", "")
+    return f"{reverse('selfie')}?{urlencode({'event': slug})}" if slug else reverse("selfie")
+
+
+SELFIE_PHOTO_SIDE = 320
+
+
+@login_required
+def selfie_photo(request: HttpRequest) -> HttpResponse:
+    """The member's own selfie, small and upright, for the selfie page; nobody else's, ever."""
+    selfie = selfie_get(user_id=request.user.pk)
+    if selfie is None:
+        raise Http404("No selfie.")
+    etag = quote_etag(f"selfie-{selfie.pk}-{int(selfie.consent_at.timestamp())}")
+    if request.headers.get("If-None-Match") == etag:
+        response = HttpResponse(status=304)
+    else:
+        try:
+            image = resized(selfie_image(user_id=request.user.pk), SELFIE_PHOTO_SIDE)
+        except OSError:
+            raise Http404("The selfie file is gone.") from None
+        response = HttpResponse(encode(image, "JPEG", quality=85), content_type="image/jpeg")
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required

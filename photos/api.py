@@ -7,14 +7,15 @@ import time
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.links import gallery_link
 from accounts.ratelimits import limit_check, limit_hit, raise_if_limited
 from core.errors import ApplicationError, NotFound
-from core.openapi import AUTHED, STAFF, errors, fields
+from core.openapi import AUTHED, COMMON, STAFF, errors, fields
 from core.uploads import upload_size_check
 
 from . import selectors, services
@@ -221,3 +222,43 @@ class EventJoinApi(APIView):
             limit_hit(request, scope="join", account=account)
             raise
         return Response({"event": event.slug})
+
+
+class EventGuestApi(APIView):
+    """A guest from the event's QR code: no password and no username, already a member."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer):
+        join_code = serializers.CharField(max_length=64)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: fields(
+                "GuestOutput",
+                id=serializers.IntegerField(),
+                token=serializers.CharField(),
+                gallery_url=serializers.URLField(),
+            ),
+            **errors(*COMMON, 404, 429, e404="not_found: a wrong slug or code"),
+        },
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        # Every guest made counts, per IP and per event; a wrong code counts as a join failure.
+        raise_if_limited(limit_hit(request, scope="guest", account=slug))
+        raise_if_limited(limit_check(request, scope="join", account=f"guest:{slug}"))
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            user, token, _ = services.event_guest_join(
+                slug=slug, join_code=data.validated_data["join_code"]
+            )
+        except NotFound:
+            limit_hit(request, scope="join", account=f"guest:{slug}")
+            raise
+        return Response(
+            {"id": user.pk, "token": token, "gallery_url": gallery_link(request, user)},
+            status=201,
+        )

@@ -63,6 +63,11 @@ def event_member_count(*, event: Event) -> int:
 def membership_exists(*, user: User, event: Event) -> bool:
     return Membership.objects.filter(user=user, event=event).exists()
 
+def event_photo_count(*, event: Event) -> int:
+    """The event's photos so far that a guest could be found in (processed)."""
+    return Photo.objects.filter(event=event, status=Photo.Status.DONE).count()
+
+
 
 def photo_list_for_event(*, event: Event, status: str | None = None) -> QuerySet[Photo]:
     qs = Photo.objects.filter(event=event).select_related("event")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 
@@ -13,13 +15,15 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from accounts import services as accounts_services
 from accounts.models import User
 from core import jobs
 from core.errors import ApplicationError, NotFound, ServiceUnavailable
 from core.imaging import ImageRejected, average_colour, decode_upright, encode, inspect, resized
 from events.models import Event, Membership
+from events.selectors import guest_ids_without_events
 from faces import services as faces_services
 
 from .models import Photo, Rendition
@@ -59,15 +63,78 @@ def event_create(*, name: str, slug: str | None, created_by: User | None) -> Eve
     raise ApplicationError("Could not find a free slug; give one explicitly.", code="slug_taken")
 
 
-def event_join(*, user: User, slug: str, join_code: str) -> Event:
+def event_by_code(*, slug: str, join_code: str) -> Event:
+    """The event this slug and code open; NotFound for either wrong, alike."""
     event = Event.objects.filter(slug=slug).first()
-    if event is None or not join_code or join_code.strip() != event.join_code:
+    if (
+        event is None
+        or not join_code
+        or not secrets.compare_digest(join_code.strip().encode(), event.join_code.encode())
+    ):
         raise NotFound("No event matches this link or code. Check the code you were given.")
+    return event
+
+
+def event_join(*, user: User, slug: str, join_code: str) -> Event:
+    event = event_by_code(slug=slug, join_code=join_code)
     with transaction.atomic():
         _, created = Membership.objects.get_or_create(user=user, event=event)
         if created:
             faces_services.member_backmatch_request(user_id=user.pk, event_id=event.pk)
     return event
+
+
+def event_guest_join(*, slug: str, join_code: str) -> tuple[User, str, Event]:
+    """A new guest, already a member of the event: the user, their API token and the event.
+    Nothing is made for a wrong slug or code (NotFound)."""
+    event = event_by_code(slug=slug, join_code=join_code)
+    with transaction.atomic():
+        user, token = accounts_services.guest_create()
+        Membership.objects.create(user=user, event=event)
+    return user, token, event
+
+
+BRANDING = {
+    # kind: (longest side, format, file extension)
+    "cover": (1600, "JPEG", "jpg"),
+    "logo": (400, "PNG", "png"),
+}
+
+
+def event_branding_image(*, kind: str, upload: UploadedFile) -> tuple[str, bytes]:
+    """A cover or logo as it is stored: bounded, upright, re-encoded without metadata, named
+    after its kind and content. Raises ImageRejected with the API's code for a bad file."""
+    max_side, fmt, extension = BRANDING[kind]
+    inspect(upload, max_pixels=settings.PHOTO_MAX_PIXELS)
+    upload.seek(0)
+    if fmt == "JPEG":
+        image = resized(decode_upright(upload, max_side=max_side), max_side)
+        data = encode(image, fmt, quality=85)
+    else:
+        # A logo keeps its transparency: decode_upright would flatten it to RGB.
+        try:
+            with Image.open(upload) as opened:
+                image = ImageOps.exif_transpose(opened)
+                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ImageRejected("invalid_image", "The file could not be read as an image.") from exc
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        data = encode(image, fmt, quality=0)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return f"{kind}-{digest}.{extension}", data
+
+
+def guests_orphaned_delete() -> int:
+    """Delete guests whose every event was deleted, with their face data (the engine's vectors
+    included). An account with a password stays. Runs after each event deletion and in the
+    periodic sweep, so a lost task is caught up. Returns how many guests it deleted."""
+    deleted = 0
+    for user_id in guest_ids_without_events():
+        faces_services.member_forget(user_id=user_id)
+        deleted += accounts_services.guest_delete(user_id=user_id)
+    if deleted:
+        logger.info("deleted %s guests whose events were deleted", deleted)
+    return deleted
 
 
 # --- ingest -------------------------------------------------------------------------------------
@@ -329,6 +396,8 @@ def events_delete(*, event_ids: list[int]) -> int:
                 lambda e=event_id: jobs.enqueue("photos.tasks.event_files_delete", e)
             )
             faces_services.event_deleted(event_id=event_id)
+        if event_ids:
+            transaction.on_commit(lambda: jobs.enqueue("photos.tasks.guests_orphaned_delete"))
     return len(event_ids)
 
 

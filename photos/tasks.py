@@ -18,4 +18,9 @@ def event_files_delete(event_id: int) -> int:
 
 
 def event_files_sweep() -> int:
-    return services.event_files_sweep()
+    """Every 10 minutes: the files, and the guests, that deleted events left behind."""
+    return services.event_files_sweep() + services.guests_orphaned_delete()
+
+
+def guests_orphaned_delete() -> int:
+    return services.guests_orphaned_delete()

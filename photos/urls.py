@@ -1,9 +1,16 @@
 from django.urls import path
 
-from . import views
+from . import views, views_event
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("e/<slug:slug>/", views_event.event_landing, name="event-landing"),
+    path("e/<slug:slug>/guest/", views_event.event_guest_start, name="event-guest"),
+    path(
+        "e/<slug:slug>/files/<str:name>",
+        views_event.event_branding_file,
+        name="event-branding-file",
+    ),
     path("e/<slug:slug>/join/", views.event_join_page, name="event-join"),
     path("e/<slug:slug>/qr/", views.event_qr_page, name="event-qr"),
     path("e/<slug:slug>/qr.svg", views.event_qr_svg, name="event-qr-svg"),

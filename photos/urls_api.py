@@ -8,6 +8,7 @@ urlpatterns = [
     path("events/<slug:slug>/photos/", api.PhotoListUploadApi.as_view(), name="api-event-photos"),
     path("events/<slug:slug>/photos/check/", api.PhotoCheckApi.as_view(), name="api-photos-check"),
     path("events/<slug:slug>/join/", api.EventJoinApi.as_view(), name="api-event-join"),
+    path("events/<slug:slug>/guest/", api.EventGuestApi.as_view(), name="api-event-guest"),
     path("photos/<int:photo_id>/status/", api.PhotoStatusApi.as_view(), name="api-photo-status"),
     path("photos/<int:photo_id>/thumb/", api_gallery.PhotoThumbApi.as_view(), name="photo-thumb"),
     path(

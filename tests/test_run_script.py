@@ -116,7 +116,7 @@ def running(tmp_path):
 def test_prints_where_to_click_serves_and_stops_on_ctrl_c(running):
     base = f"http://127.0.0.1:{running.port}"
     assert f"Open:        {base}/" in running.output
-    assert f"Join link:   {base}/e/demo/join/?code=" in running.output
+    assert f"Join link:   {base}/e/demo/?code=" in running.output
     assert "python -m watcher" in running.output
 
     def health() -> dict:

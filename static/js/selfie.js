@@ -26,7 +26,35 @@
     });
   }
 
-  // While the selfie is being read, check now and then and reload once it is done.
+  // Checking a selfie takes seconds: say so, and keep the button from being pressed twice.
+  const form = document.getElementById("selfie-form");
+  const submit = document.getElementById("selfie-submit");
+  const busy = document.getElementById("selfie-busy");
+  if (form && submit) {
+    form.addEventListener("submit", (event) => {
+      if (submit.disabled) {
+        event.preventDefault();
+        return;
+      }
+      submit.disabled = true;
+      form.setAttribute("aria-busy", "true");
+      const spinner = document.createElement("span");
+      spinner.className = "spinner";
+      spinner.setAttribute("aria-hidden", "true");
+      submit.replaceChildren(spinner, document.createTextNode("Checking your selfie…"));
+      if (busy) busy.textContent = "Checking your selfie: this takes a few seconds.";
+    });
+    // Back from the browser's cache (the back button): the form is usable again.
+    window.addEventListener("pageshow", (event) => {
+      if (!event.persisted) return;
+      submit.disabled = false;
+      form.removeAttribute("aria-busy");
+      submit.textContent = "Save my selfie";
+      if (busy) busy.textContent = "";
+    });
+  }
+
+  // While the selfie is being read, check now and then; once it is ready, go to the gallery.
   const box = document.getElementById("selfie-status");
   if (!box || !["queued", "indexing"].includes(box.dataset.status)) return;
   let tries = 0;
@@ -43,12 +71,15 @@
       });
       if (!response.ok) return;
       const me = await response.json();
-      if (me.selfie_status && me.selfie_status !== box.dataset.status) {
+      if (me.selfie_status === "indexed") {
+        clearInterval(timer);
+        window.location.assign(box.dataset.galleryUrl);
+      } else if (me.selfie_status && me.selfie_status !== box.dataset.status) {
         clearInterval(timer);
         window.location.reload();
       }
     } catch {
       // offline for a moment: try again at the next tick
     }
-  }, 3000);
+  }, 2000);
 })();

@@ -104,7 +104,7 @@ def test_staff_create_list_and_read_events(staff_client):
     assert created.status_code == 201
     body = created.json()
     assert body["slug"] == "summer-wedding"
-    assert body["join_url"].endswith(f"/e/summer-wedding/join/?code={body['join_code']}")
+    assert body["join_url"].endswith(f"/e/summer-wedding/?code={body['join_code']}")
     second = staff_client.post("/api/events/", {"name": "Summer Wedding"}, format="json").json()
     assert second["slug"] == "summer-wedding-2"
     listing = staff_client.get("/api/events/").json()
