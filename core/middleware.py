@@ -51,9 +51,9 @@ class UnreadBodyCloseMiddleware:
     Otherwise the server advertises keep-alive and must either read the rest of a body it has
     refused (a 413 for a gigabyte) or drop the connection under a client that is still sending.
     gunicorn drops an application's hop-by-hop headers: ``core.wsgi`` turns the mark into
-    gunicorn's own close. runserver drains an unread body and must not be sent the header. Put it
-    first in
-    ``MIDDLEWARE`` so it sees the final answer, including Django's own 400/413 handlers'.
+    gunicorn's own close. runserver drains an unread body and must not be sent the header. Put
+    it first in ``MIDDLEWARE`` so it sees the final answer, including Django's own 400/413
+    handlers'.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
