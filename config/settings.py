@@ -395,6 +395,10 @@ FACE_LOCAL_CONCURRENT = env_int("FACE_LOCAL_CONCURRENT", 0, minimum=0)
 
 # --- Gallery --------------------------------------------------------------------------------------
 MY_PHOTOS_CACHE_SECONDS = env_int("MY_PHOTOS_CACHE_SECONDS", 30, minimum=0)
+# How long the ETag of a cached gallery page answers conditional requests (304) after the page
+# itself expired: open galleries poll every 5-9 s, and without it each would be rebuilt from the
+# database every MY_PHOTOS_CACHE_SECONDS though nothing changed (photos.gallery).
+MY_PHOTOS_ETAG_SECONDS = env_int("MY_PHOTOS_ETAG_SECONDS", 300, minimum=0)
 
 # --- Rate limits ----------------------------------------------------------------------------------
 # accounts.ratelimits counts with django-ratelimit's counters (cache.add + cache.incr) in the

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
@@ -11,7 +13,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
-from django.utils.http import quote_etag
+from django.utils.http import parse_etags, quote_etag
 
 from core.counters import counter_add, counters_get
 from core.generations import generation_key, user_generation
@@ -27,6 +29,10 @@ STORED_KEY = "stats:user_photos_cache:stored"
 # Entries are (generation, body, etag); the key's prefix names that shape, so an entry of
 # another shape (left by an older release) is never read as one.
 CACHE_PREFIX = "myphotos:page"
+# Entries are (generation, etag): what a conditional request needs, without the page.
+ETAG_PREFIX = "myphotos:etag"
+# How often at most a process writes the hits it counted to the shared counter (_HitTally).
+HITS_FLUSH_SECONDS = 1.0
 
 
 class GalleryPage(NamedTuple):
@@ -39,6 +45,51 @@ def _page_key(user_id: int, variant: str) -> str:
     return f"{CACHE_PREFIX}:{user_id}:{digest}"
 
 
+def _etag_key(user_id: int, variant: str) -> str:
+    digest = hashlib.blake2b(variant.encode(), digest_size=12).hexdigest()
+    return f"{ETAG_PREFIX}:{user_id}:{digest}"
+
+
+class _HitTally:
+    """Cache hits counted in this process and added to the shared counter at most once every
+    HITS_FLUSH_SECONDS.
+
+    A hit, above all a poll answered 304, then writes nothing: with the database cache each
+    count would be an UPDATE of the same row, by every web process, once per request. What a
+    process counted is written by its first hit after the interval, or when this process reads
+    the statistics (``cache_stats``); a process that exits loses at most that much. These are
+    statistics, not records.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._since = time.monotonic()
+
+    def add(self) -> None:
+        with self._lock:
+            self._pending += 1
+            due = time.monotonic() - self._since >= HITS_FLUSH_SECONDS
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, 0
+            self._since = time.monotonic()
+        if pending:
+            counter_add(HITS_KEY, pending)
+
+    def discard(self) -> None:
+        """Forget what was counted and not written (tests: one test's hits are not the next's)."""
+        with self._lock:
+            self._pending = 0
+            self._since = time.monotonic()
+
+
+hit_tally = _HitTally()
+
+
 def _page_built(build: Callable[[], bytes]) -> GalleryPage:
     body = build()
     return GalleryPage(body, quote_etag(hashlib.blake2b(body, digest_size=16).hexdigest()))
@@ -49,9 +100,10 @@ def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) ->
     generation allows.
 
     The entry holds the rendered bytes and their ETag, so a hit costs one cache read (the
-    user's generation, the page together), one counter update, and no serialising or hashing.
-    ``build`` renders the page on a miss. A new or rejected match bumps the generation
-    (core.generations), so a changed gallery never waits for the timeout.
+    user's generation, the page together), a count in memory (``_HitTally``), and no serialising
+    or hashing. ``build`` renders the page on a miss, which also records the page's ETag for
+    conditional requests (``my_photos_not_modified``). A new or rejected match bumps the
+    generation (core.generations), so a changed gallery never waits for the timeout.
     """
     timeout = settings.MY_PHOTOS_CACHE_SECONDS
     if timeout <= 0:
@@ -63,7 +115,7 @@ def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) ->
     generation = found.get(gen_key)
     entry = found.get(page_key)
     if generation is not None and entry is not None and entry[0] == generation:
-        counter_add(HITS_KEY)
+        hit_tally.add()
         return GalleryPage(entry[1], entry[2])
     counter_add(MISSES_KEY)
     if generation is None:
@@ -72,8 +124,41 @@ def my_photos_json(*, user_id: int, variant: str, build: Callable[[], bytes]) ->
     # and this entry, stored under the older number, is never served.
     page = _page_built(build)
     cache.set(page_key, (generation, *page), timeout=timeout)
+    cache.set(
+        _etag_key(user_id, variant),
+        (generation, page.etag),
+        timeout=max(timeout, settings.MY_PHOTOS_ETAG_SECONDS),
+    )
     counter_add(STORED_KEY)
     return page
+
+
+def my_photos_not_modified(*, user_id: int, variant: str, if_none_match: str) -> str | None:
+    """The page's ETag when ``if_none_match`` (a request's If-None-Match) holds it and the cache
+    shows that it is still current: the caller answers 304. None: answer in full
+    (``my_photos_json``), which also settles a mismatch or an ``*``.
+
+    One cache round trip for two small entries, the user's generation and the ETag recorded
+    with it when the page was built (weak comparison, as Django's conditional GET does); no
+    page, no database row. The record outlives the page (MY_PHOTOS_ETAG_SECONDS, against
+    MY_PHOTOS_CACHE_SECONDS for the page): open galleries polling every few seconds would
+    otherwise have every page rebuilt from the database whenever it expires, though nothing
+    changed. The generation still decides: a new or rejected match makes the record stale at
+    once. Only a lost generation bump (core.generations) would let a poll see an old gallery
+    for that longer time.
+    """
+    if settings.MY_PHOTOS_CACHE_SECONDS <= 0:
+        return None
+    held = {etag.removeprefix("W/") for etag in parse_etags(if_none_match)}
+    if not held or "*" in held:
+        return None
+    gen_key, etag_key = generation_key(user_id), _etag_key(user_id, variant)
+    found = cache.get_many([gen_key, etag_key])
+    generation, entry = found.get(gen_key), found.get(etag_key)
+    if generation is None or entry is None or entry[0] != generation or entry[1] not in held:
+        return None
+    hit_tally.add()
+    return entry[1]
 
 
 def cache_stats() -> dict[str, Any]:
@@ -85,6 +170,7 @@ def cache_stats() -> dict[str, Any]:
     culled by the backend without telling anyone, and counting the live ones would mean scanning
     the cache's private storage on every call.
     """
+    hit_tally.flush()  # this process's own hits are never reported late
     found = counters_get([HITS_KEY, MISSES_KEY, STORED_KEY])
     hits, misses = found[HITS_KEY], found[MISSES_KEY]
     total = hits + misses

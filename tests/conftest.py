@@ -27,10 +27,13 @@ def _isolated_media_and_cache():
 
     The database cache lives in the test database and is reset with it; Redis is cleared.
     """
+    from photos.gallery import hit_tally
+
     shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
     Path(settings.MEDIA_ROOT).mkdir(parents=True, exist_ok=True)
     if SHARED_CACHE:
         _shared_cache_clear()
+    hit_tally.discard()  # hits counted in this process and not written yet belong to no test
     yield
     if SHARED_CACHE:
         _shared_cache_clear()
