@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 from collections.abc import Callable
-from urllib.parse import quote
+from typing import NamedTuple
+from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 from django.http import (
     FileResponse,
+    HttpRequest,
     HttpResponse,
     HttpResponseNotModified,
+    QueryDict,
     StreamingHttpResponse,
 )
+from django.urls import reverse
 from django.utils.cache import get_conditional_response, patch_vary_headers
 from django.utils.http import content_disposition_header, quote_etag
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -158,6 +164,57 @@ class MyPhotosApi(GenericAPIView):
             cache_control=REVALIDATE,
             answer=lambda: HttpResponse(page.body, content_type="application/json"),
         )
+
+
+class GallerySnapshot(NamedTuple):
+    """What ``GET /api/my-photos/`` answered the gallery page's user as the page was built."""
+
+    url: str  # the path and query the page polls
+    etag: str
+    count: int
+    ids: list[int]  # of the photos in that answer (its first page)
+
+
+def my_photos_snapshot(request: HttpRequest, *, event_slug: str | None) -> GallerySnapshot | None:
+    """``GET /api/my-photos/`` (``?event=`` when the page shows one event) for the user of the
+    page ``request``, answered by MyPhotosApi itself, as a request of its own to that URL would
+    be: same user, scheme and host, so the same cached bytes and the same ETag.
+
+    The gallery page embeds the ETag, so that its first poll is a 304 unless the gallery changed
+    since, and the ids, so that the photos of a later answer that the page never had can be told
+    apart. Call it before reading the page's own photos: what the page then shows is at least
+    as new as the ETag, never older. None if the API refuses (the page then polls without an
+    ETag, and its first answer is a 200).
+    """
+    path = reverse("api-my-photos")
+    query = urlencode({"event": event_slug}) if event_slug else ""
+    environ = {
+        key: value
+        for key, value in request.META.items()
+        if key not in ("HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_IF_MODIFIED_SINCE")
+    }
+    environ.update(
+        PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD="GET", HTTP_ACCEPT="application/json"
+    )
+    sub = copy.copy(request)
+    sub.environ = sub.META = environ
+    sub.path = sub.path_info = path
+    sub.method = "GET"
+    sub.GET = QueryDict(query)
+    sub.__dict__.pop("headers", None)  # a cached view of the page's own META
+    response = MyPhotosApi.as_view()(sub)
+    if hasattr(response, "render"):  # an error is a DRF Response, rendered here
+        response.render()
+    if response.status_code != 200:
+        logger.warning("gallery snapshot for user %s: %s", request.user.pk, response.status_code)
+        return None
+    data = json.loads(response.content)
+    return GallerySnapshot(
+        url=f"{path}?{query}" if query else path,
+        etag=response["ETag"],
+        count=data["count"],
+        ids=[row["id"] for row in data["results"]],
+    )
 
 
 class _PhotoBytesApi(APIView):

@@ -113,12 +113,17 @@ def photo_get_visible(*, photo_id: int, user: User, fields: tuple[str, ...] = ()
     return photo
 
 
-def photos_pending_for_user(*, user: User) -> int:
-    """Photos still queued or processing in the events this user joined."""
-    return Photo.objects.filter(
+def photos_pending_for_user(*, user: User, event: Event | None = None) -> int:
+    """Photos still queued or processing in the events this user joined (in ``event`` alone
+    when given). Whose faces they hold is not known until they are processed: this is the
+    events' backlog, never a count of the user's own photos."""
+    qs = Photo.objects.filter(
         event__memberships__user=user,
         status__in=[Photo.Status.QUEUED, Photo.Status.PROCESSING],
-    ).count()
+    )
+    if event is not None:
+        qs = qs.filter(event=event)
+    return qs.count()
 
 
 def photo_list_failed(*, limit: int) -> list[Photo]:

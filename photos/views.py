@@ -22,6 +22,7 @@ from events.models import Event
 from faces import services as faces_services
 
 from . import selectors, services
+from .api_gallery import my_photos_snapshot
 from .links import photo_url_maker
 
 MY_PHOTOS_PER_PAGE = 60
@@ -128,6 +129,8 @@ def my_photos_page(request: HttpRequest) -> HttpResponse:
         if event is None:
             raise Http404("You have not joined this event.")
 
+    # Before the photos: the page then shows at least what the ETag it polls with stands for.
+    live = my_photos_snapshot(request, event_slug=event.slug if event else None) if events else None
     paginator = Paginator(selectors.photo_list_for_user(user=user, event=event), MY_PHOTOS_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
     makers = {key: photo_url_maker(name) for key, name in TILE_URLS.items()}
@@ -143,7 +146,8 @@ def my_photos_page(request: HttpRequest) -> HttpResponse:
             "events": events,
             "event": event,
             "selfie": selfie,
-            "pending": selectors.photos_pending_for_user(user=user),
+            "pending": selectors.photos_pending_for_user(user=user, event=event),
+            "live": live,
             "this_page": request.get_full_path(),
         },
     )
