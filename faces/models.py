@@ -42,6 +42,8 @@ class Match(models.Model):
     """A member seen in a photo. At most one per member and photo.
 
     A rejected match ("not me") is kept, face or not, so that no reprocessing ever re-creates it.
+    It keeps its face too, so that the member can undo the rejection shortly after it
+    (``faces.services.match_restore``); the face is free for another member meanwhile.
     """
 
     photo = models.ForeignKey("photos.Photo", on_delete=models.CASCADE, related_name="matches")
@@ -54,6 +56,7 @@ class Match(models.Model):
     )
     distance = models.FloatField()
     rejected = models.BooleanField(default=False)
+    rejected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

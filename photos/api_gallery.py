@@ -1,4 +1,5 @@
-"""The attendee's side of the API: who am I, my photos, the image bytes, not-me, the zip."""
+"""The attendee's side of the API: who am I, my photos, the image bytes, not-me and its undo,
+the zip of them all or of a selection."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.selectors import selfie_get
-from core.errors import NotFound
+from core.errors import ApplicationError, NotFound
 from core.imaging import sniff_type
 from core.openapi import AUTHED, COMMON, IMAGE_TYPES, NOT_MODIFIED, binary, errors, fields
 from events.models import Event
@@ -43,6 +44,7 @@ from . import privacy, selectors
 from .gallery import my_photos_json, my_photos_not_modified, zip_stream
 from .links import photo_url_maker
 from .models import Photo
+from .naming import photo_download_name, zip_download_name
 from .serializers import PhotoOutputSerializer
 
 logger = logging.getLogger(__name__)
@@ -306,7 +308,7 @@ class PhotoOriginalApi(_PhotoBytesApi):
         except OSError:
             logger.exception("original of photo %s cannot be read", photo.pk)
             raise NotFound("The original file of this photo is missing.") from None
-        filename = photo.original_name or f"photo-{photo.pk}.{photo.extension}"
+        filename = photo_download_name(photo)
         if photo.event.keep_location and _accel_redirect_serves(photo):
             # Authorised: nginx sends the stored file (deploy/nginx/findme-app.conf).
             source.close()
@@ -345,6 +347,31 @@ class NotMeApi(APIView):
         return HttpResponse(status=204)
 
 
+class NotMeUndoApi(APIView):
+    """Undo "not me", shortly after it (faces.services.match_restore)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: None,
+            **errors(
+                *AUTHED,
+                404,
+                e404='Nothing to undo: no recent "not me" of the caller\'s on this photo.',
+            ),
+        },
+    )
+    def post(self, request: Request, photo_id: int) -> HttpResponse:
+        if not faces_services.match_restore(user_id=request.user.pk, photo_id=photo_id):
+            raise NotFound(
+                'There is no recent "Not me" of yours on this photo to undo: it is final '
+                "a few minutes after it, or once the photo was scanned again."
+            )
+        return HttpResponse(status=204)
+
+
 class MyPhotosZipApi(MyPhotosApi):
     content_negotiation_class = _AnswerWhateverAccepted
 
@@ -361,8 +388,69 @@ class MyPhotosZipApi(MyPhotosApi):
         photos = selectors.photo_list_for_user(user=request.user, event=event).iterator(
             chunk_size=100
         )
-        name = f"findme-{event.slug if event else 'photos'}.zip"
-        response = StreamingHttpResponse(zip_stream(photos), content_type="application/zip")
-        response["Content-Disposition"] = content_disposition_header(True, name)
-        response["Cache-Control"] = "private, no-store"
-        return response
+        events = [event] if event else selectors.event_list_for_member(user=request.user)
+        return _zip_response(photos, name=zip_download_name(events))
+
+
+def _zip_response(photos, *, name: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(zip_stream(photos), content_type="application/zip")
+    response["Content-Disposition"] = content_disposition_header(True, name)
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+SELECTION_MAX = 500  # the largest page of /api/my-photos/
+
+
+def _ids_param(request: Request) -> set[int]:
+    """``ids`` as the selection form sends it (``ids=1&ids=2``) or in one (``ids=1,2``)."""
+    raw = [part for value in request.query_params.getlist("ids") for part in value.split(",")]
+    raw = [part.strip() for part in raw if part.strip()]
+
+    def refuse(message: str) -> ApplicationError:
+        return ApplicationError(message, code="invalid", detail={"ids": [message]})
+
+    if not raw:
+        raise refuse("Choose at least one photo: ids is a list of photo ids.")
+    if not all(part.isascii() and part.isdigit() and len(part) <= 18 for part in raw):
+        raise refuse("Photo ids are whole numbers, such as ids=12&ids=15 or ids=12,15.")
+    ids = {int(part) for part in raw}
+    if len(ids) > SELECTION_MAX:
+        raise refuse(f"Choose at most {SELECTION_MAX} photos at a time.")
+    return ids
+
+
+class MyPhotosSelectionZipApi(APIView):
+    """A zip of some of the caller's photos, chosen by id, named as the whole gallery's is.
+
+    All or nothing: an id that is not one of the caller's photos (someone else's, one they said
+    "not me" to, one that does not exist) makes it 404, without saying which, so nobody learns
+    by trying whether a photo exists. Staff get their own photos here too, like the other zip.
+    """
+
+    permission_classes = [IsAuthenticated]
+    content_negotiation_class = _AnswerWhateverAccepted
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "ids",
+                int,
+                many=True,
+                required=True,
+                description=f"Photo ids, repeated or comma-separated; at most {SELECTION_MAX}.",
+            )
+        ],
+        responses={
+            **binary("a zip of the chosen originals", ("application/zip",)),
+            **errors(*AUTHED, 404, e404="One of the ids is not a photo of the caller's."),
+        },
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        ids = _ids_param(request)
+        # Metadata of at most SELECTION_MAX rows, never their bytes; the files are read one by
+        # one while streaming.
+        photos = list(selectors.photo_list_for_user_by_ids(user=request.user, ids=ids))
+        if len(photos) != len(ids):
+            raise NotFound("Some of these photos are not in your gallery (any more).")
+        return _zip_response(photos, name=zip_download_name(p.event for p in photos))

@@ -1,4 +1,5 @@
-"""The attendee's gallery data: cached metadata pages, cache statistics, and the streamed zip."""
+"""The attendee's gallery data: cached metadata pages, cache statistics, the headings a page
+is grouped under, and the streamed zip."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import dateformat
 from django.utils.http import parse_etags, quote_etag
 
 from core.counters import counter_add, counters_get
@@ -20,6 +24,7 @@ from core.generations import generation_key, user_generation
 
 from . import privacy
 from .models import Photo
+from .naming import photo_download_name
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +187,54 @@ def cache_stats() -> dict[str, Any]:
     }
 
 
+# --- headings ------------------------------------------------------------------------------------
+# A gallery that spans more than one day is grouped by day; one within a day, by the hour once
+# it lasts this long. A shorter one has no headings: they would only repeat the obvious.
+LONG_EVENT = timedelta(hours=2)
+
+
+@dataclass
+class GalleryGroup:
+    key: str  # unique on the page, for element ids: "20261212" or "20261212-15"
+    label: str  # the heading; empty when the page is not grouped
+    starts: str  # the heading's machine-readable time, for <time datetime="...">
+    photos: list[Photo] = field(default_factory=list)
+
+
+def gallery_grouping(first: datetime | None, last: datetime | None) -> str:
+    """``"day"``, ``"hour"`` or ``""`` for a gallery whose photos' ``Photo.sort_time`` lie
+    between ``first`` and ``last`` (the whole gallery's, so that every page of it is grouped
+    alike)."""
+    if first is None or last is None:
+        return ""
+    first, last = first.astimezone(UTC), last.astimezone(UTC)
+    if first.date() != last.date():
+        return "day"
+    if last - first >= LONG_EVENT:
+        return "hour"
+    return ""
+
+
+def gallery_groups(photos: Iterable[Photo], grouping: str) -> list[GalleryGroup]:
+    """The photos, in the gallery's order (by ``Photo.sort_time``, so a day or an hour is one
+    run), cut where the day or the hour changes."""
+    groups: list[GalleryGroup] = []
+    for photo in photos:
+        when = photo.sort_time
+        if grouping == "day":
+            key, starts = f"{when:%Y%m%d}", f"{when:%Y-%m-%d}"
+            label = dateformat.format(when.date(), "l j F Y")
+        elif grouping == "hour":
+            key, starts = f"{when:%Y%m%d-%H}", f"{when:%Y-%m-%dT%H}:00"
+            label = f"{when:%H}:00 – {(when.hour + 1) % 24:02d}:00"
+        else:
+            key, starts, label = "all", "", ""
+        if not groups or groups[-1].key != key:
+            groups.append(GalleryGroup(key=key, label=label, starts=starts))
+        groups[-1].photos.append(photo)
+    return groups
+
+
 # --- the zip --------------------------------------------------------------------------------------
 class _Sink:
     """A write-only, unseekable file. zipfile then writes data descriptors and never seeks, and
@@ -210,9 +263,9 @@ class _Sink:
 
 def zip_stream(photos: Iterable[Photo], *, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
     """Yield a zip of the originals piece by piece, stored (photos do not compress), each
-    with its location removed unless its event keeps it (``photos.privacy``)."""
+    with its location removed unless its event keeps it (``photos.privacy``), under the name
+    a single download of it has (``photos.naming``)."""
     sink = _Sink()
-    used: set[str] = set()
     with zipfile.ZipFile(
         sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True
     ) as archive:
@@ -236,10 +289,10 @@ def zip_stream(photos: Iterable[Photo], *, chunk_size: int = 256 * 1024) -> Iter
             except privacy.LocationNotRemovable:
                 logger.exception("zip: location of photo %s cannot be removed; left out", photo.pk)
                 continue
-            when = photo.taken_at or photo.created_at
+            when = photo.sort_time
             if not 1980 <= when.year <= 2107:  # what a zip header can say; camera clocks lie
                 when = photo.created_at
-            info = zipfile.ZipInfo(_zip_name(photo, used), date_time=when.timetuple()[:6])
+            info = zipfile.ZipInfo(photo_download_name(photo), date_time=when.timetuple()[:6])
             info.compress_type = zipfile.ZIP_STORED
             with closing(pieces), archive.open(info, "w", force_zip64=True) as dest:
                 for chunk in pieces:
@@ -250,14 +303,3 @@ def zip_stream(photos: Iterable[Photo], *, chunk_size: int = 256 * 1024) -> Iter
                 yield data
     if data := sink.take():
         yield data
-
-
-def _zip_name(photo: Photo, used: set[str]) -> str:
-    stem = f"{photo.event.slug}/{photo.pk}"
-    name = f"{stem}.{photo.extension}"
-    suffix = 1
-    while name in used:
-        suffix += 1
-        name = f"{stem}-{suffix}.{photo.extension}"
-    used.add(name)
-    return name

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 
 from core.jobs import JobFields
 from events.models import (
@@ -15,6 +18,12 @@ def photo_upload_to(instance: Photo, filename: str) -> str:  # noqa: ARG001
     return (
         f"photos/{instance.event_id}/{instance.sha256[:2]}/{instance.sha256}.{instance.extension}"
     )
+
+
+# When the photo was taken (EXIF DateTimeOriginal), else when it was uploaded: what the gallery
+# is ordered and grouped by. A camera's clock has no zone and is stored as if it were UTC
+# (core.imaging), so both are read back in UTC, as the clock showed them.
+SORT_TIME = Coalesce("taken_at", "created_at")
 
 
 class Photo(JobFields):
@@ -80,6 +89,11 @@ class Photo(JobFields):
     @property
     def etag(self) -> str:
         return self.sha256
+
+    @property
+    def sort_time(self) -> datetime:
+        """``SORT_TIME`` of this row, in UTC."""
+        return (self.taken_at or self.created_at).astimezone(UTC)
 
 
 class Rendition(models.Model):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from datetime import datetime
+from typing import NamedTuple
+
+from django.db.models import Count, Max, Min, Q, QuerySet
 
 from accounts.models import User
 from core.errors import NotFound
 from events.models import Event, Membership
 
-from .models import Photo
+from .models import SORT_TIME, Photo
 
 RENDITIONS = ("thumb", "preview")
 
@@ -60,13 +63,13 @@ def event_member_count(*, event: Event) -> int:
     return Membership.objects.filter(event=event).count()
 
 
-def membership_exists(*, user: User, event: Event) -> bool:
-    return Membership.objects.filter(user=user, event=event).exists()
-
 def event_photo_count(*, event: Event) -> int:
     """The event's photos so far that a guest could be found in (processed)."""
     return Photo.objects.filter(event=event, status=Photo.Status.DONE).count()
 
+
+def membership_exists(*, user: User, event: Event) -> bool:
+    return Membership.objects.filter(user=user, event=event).exists()
 
 
 def photo_list_for_event(*, event: Event, status: str | None = None) -> QuerySet[Photo]:
@@ -76,14 +79,47 @@ def photo_list_for_event(*, event: Event, status: str | None = None) -> QuerySet
     return qs.order_by("-created_at", "-id")
 
 
-def photo_list_for_user(*, user: User, event: Event | None = None) -> QuerySet[Photo]:
-    """Photos in which this user was matched and did not say "not me", newest first."""
-    qs = Photo.objects.filter(
-        status=Photo.Status.DONE, matches__user=user, matches__rejected=False
-    ).select_related("event")
+def _photos_of_user(*, user: User, event: Event | None) -> QuerySet[Photo]:
+    qs = Photo.objects.filter(status=Photo.Status.DONE, matches__user=user, matches__rejected=False)
     if event is not None:
         qs = qs.filter(event=event)
-    return qs.order_by("-created_at", "-id")
+    return qs
+
+
+def photo_list_for_user(*, user: User, event: Event | None = None) -> QuerySet[Photo]:
+    """Photos in which this user was matched and did not say "not me", the most recently taken
+    first (upload time stands in for a photo without one; ``photos.models.SORT_TIME``).
+
+    The query starts from the user's matches (index match_user_live_photo) and sorts only
+    those rows, so the order needs no index of its own: sorting on an expression costs what
+    sorting on created_at did.
+    """
+    return (
+        _photos_of_user(user=user, event=event)
+        .select_related("event")
+        .order_by(SORT_TIME.desc(), "-id")
+    )
+
+
+class PhotoSpan(NamedTuple):
+    count: int
+    first: datetime | None  # the earliest SORT_TIME
+    last: datetime | None  # the latest
+
+
+def photo_span_for_user(*, user: User, event: Event | None = None) -> PhotoSpan:
+    """How many photos ``photo_list_for_user`` lists, and when the first and the last were
+    taken (or uploaded): one query, which also saves the gallery page its paginator's count."""
+    span = _photos_of_user(user=user, event=event).aggregate(
+        count=Count("pk"), first=Min(SORT_TIME), last=Max(SORT_TIME)
+    )
+    return PhotoSpan(span["count"], span["first"], span["last"])
+
+
+def photo_list_for_user_by_ids(*, user: User, ids: set[int]) -> QuerySet[Photo]:
+    """Those of ``ids`` that are this user's photos (as ``photo_list_for_user``), in its order.
+    Anything else, staff or not, is simply absent: the caller compares the count."""
+    return photo_list_for_user(user=user).filter(pk__in=ids)
 
 
 def photo_get_visible(*, photo_id: int, user: User, fields: tuple[str, ...] = ()) -> Photo:

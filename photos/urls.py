@@ -16,4 +16,5 @@ urlpatterns = [
     path("e/<slug:slug>/qr.svg", views.event_qr_svg, name="event-qr-svg"),
     path("my/", views.my_photos_page, name="my-photos"),
     path("my/photos/<int:photo_id>/not-me/", views.not_me, name="not-me"),
+    path("my/photos/<int:photo_id>/not-me/undo/", views.not_me_undo, name="not-me-undo"),
 ]

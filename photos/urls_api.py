@@ -22,9 +22,19 @@ urlpatterns = [
         name="photo-original",
     ),
     path("photos/<int:photo_id>/not-me/", api_gallery.NotMeApi.as_view(), name="api-photo-not-me"),
+    path(
+        "photos/<int:photo_id>/not-me/undo/",
+        api_gallery.NotMeUndoApi.as_view(),
+        name="api-photo-not-me-undo",
+    ),
     path("me/", api_gallery.MeApi.as_view(), name="api-me"),
     path("my-photos/", api_gallery.MyPhotosApi.as_view(), name="api-my-photos"),
     path("my-photos/download.zip", api_gallery.MyPhotosZipApi.as_view(), name="api-my-photos-zip"),
+    path(
+        "my-photos/selection.zip",
+        api_gallery.MyPhotosSelectionZipApi.as_view(),
+        name="api-my-photos-selection-zip",
+    ),
     path("admin/queue/stats/", api_staff.QueueStatsApi.as_view(), name="api-queue-stats"),
     path("health/", api_staff.HealthApi.as_view(), name="api-health"),
 ]

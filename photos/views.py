@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import secrets
+from datetime import UTC
 
 import segno
 from django.contrib import messages
@@ -12,6 +13,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import dateformat
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -23,7 +25,10 @@ from faces import services as faces_services
 
 from . import selectors, services
 from .api_gallery import my_photos_snapshot
+from .gallery import gallery_grouping, gallery_groups
 from .links import photo_url_maker
+from .models import Photo
+from .naming import photo_download_name
 
 MY_PHOTOS_PER_PAGE = 60
 
@@ -116,7 +121,18 @@ TILE_URLS = {
     "thumb": "photo-thumb",
     "not_me": "not-me",
     "not_me_api": "api-photo-not-me",
+    "not_me_undo_api": "api-photo-not-me-undo",
 }
+# The photo last removed with the no-JavaScript "Not me", offered for undo on the next page.
+UNDO_SESSION_KEY = "not_me_undo"
+
+
+def _photo_description(photo: Photo) -> str:
+    """The thumbnail's alternative text, and what its selection box is named after."""
+    text = f"Photo from {photo.event.name}"
+    if photo.taken_at:
+        text += f", taken {dateformat.format(photo.taken_at.astimezone(UTC), 'j M Y, H:i')}"
+    return text
 
 
 @login_required
@@ -131,39 +147,67 @@ def my_photos_page(request: HttpRequest) -> HttpResponse:
 
     # Before the photos: the page then shows at least what the ETag it polls with stands for.
     live = my_photos_snapshot(request, event_slug=event.slug if event else None) if events else None
+    span = selectors.photo_span_for_user(user=user, event=event)
     paginator = Paginator(selectors.photo_list_for_user(user=user, event=event), MY_PHOTOS_PER_PAGE)
+    paginator.count = span.count  # counted with the span: one query, not two
     page = paginator.get_page(request.GET.get("page"))
     makers = {key: photo_url_maker(name) for key, name in TILE_URLS.items()}
     for photo in page.object_list:
         photo.urls = {key: make(photo.pk) for key, make in makers.items()}
+        photo.download_name = photo_download_name(photo)
+        photo.description = _photo_description(photo)
+    grouping = gallery_grouping(span.first, span.last)
     selfie = selfie_get(user_id=user.pk)
+    undo = None
+    if (undo_id := request.session.pop(UNDO_SESSION_KEY, None)) is not None:
+        undo = {"url": reverse("not-me-undo", kwargs={"photo_id": undo_id})}
     return render(
         request,
         "photos/my_photos.html",
         {
             "page": page,
             "photos": page.object_list,
+            "groups": gallery_groups(page.object_list, grouping),
+            "grouping": grouping,
             "events": events,
             "event": event,
             "selfie": selfie,
             "pending": selectors.photos_pending_for_user(user=user, event=event),
             "live": live,
             "this_page": request.get_full_path(),
+            "undo": undo,
         },
     )
 
 
-@login_required
-@require_POST
-def not_me(request: HttpRequest, photo_id: int) -> HttpResponse:
-    """The no-JavaScript path of "Not me": reject the match, then back to the same page."""
-    if faces_services.match_reject(user_id=request.user.pk, photo_id=photo_id):
-        messages.success(request, "Removed. That photo will not come back to your gallery.")
-    else:
-        messages.info(request, "That photo was already gone from your gallery.")
+def _back(request: HttpRequest) -> HttpResponse:
+    """To the page named in ``next`` if it is on this site, else to the gallery."""
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(
         target, {request.get_host()}, require_https=request.is_secure()
     ):
         target = reverse("my-photos")
     return redirect(target)
+
+
+@login_required
+@require_POST
+def not_me(request: HttpRequest, photo_id: int) -> HttpResponse:
+    """The no-JavaScript path of "Not me": reject the match, then back to the same page, which
+    offers to undo it."""
+    if faces_services.match_reject(user_id=request.user.pk, photo_id=photo_id):
+        request.session[UNDO_SESSION_KEY] = photo_id
+    else:
+        messages.info(request, "That photo was already gone from your gallery.")
+    return _back(request)
+
+
+@login_required
+@require_POST
+def not_me_undo(request: HttpRequest, photo_id: int) -> HttpResponse:
+    """Undo "Not me", shortly after it (faces.services.match_restore says how shortly)."""
+    if faces_services.match_restore(user_id=request.user.pk, photo_id=photo_id):
+        messages.success(request, "The photo is back in your gallery.")
+    else:
+        messages.info(request, "That can no longer be undone.")
+    return _back(request)

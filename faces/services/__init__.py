@@ -18,6 +18,7 @@ from .indexing import faces_detect_for_photo, faces_store  # noqa: F401
 from .matching import (  # noqa: F401
     event_viewers_refresh,
     match_reject,
+    match_restore,
     matches_assign,
     member_search_record,
     photos_viewers_refresh,

@@ -4,6 +4,7 @@ member per face, nearest first, and "not me" kept for good."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import F
@@ -18,6 +19,10 @@ from events.selectors import member_ids, member_is_in
 
 from ..engines.base import Candidate, FaceRecord, MemberRecord
 from ..models import Face, Match, MemberSearch
+
+# How long "not me" can be undone (match_restore). The page offers it for seconds; the margin
+# is for a slow network, and for the page without JavaScript, which offers it on the next load.
+RESTORE_WINDOW = timedelta(minutes=5)
 
 
 def event_lock(event_id: int) -> None:
@@ -142,14 +147,54 @@ def _live_candidates(photo_ids: Sequence[int]) -> list[Candidate]:
 
 
 def match_reject(*, user_id: int, photo_id: int) -> bool:
-    """ "Not me": keep the match as rejected, so that no reprocessing brings it back."""
+    """ "Not me": keep the match as rejected, so that no reprocessing brings it back.
+
+    The rejected row keeps its face, which is what ``match_restore`` gives back; the
+    constraint on live faces no longer counts it, so the face is free for another member.
+    """
     with transaction.atomic():
         updated = Match.objects.filter(user_id=user_id, photo_id=photo_id, rejected=False).update(
-            rejected=True, face=None
+            rejected=True, rejected_at=timezone.now()
         )
         if updated:
             galleries_changed([user_id])
     return updated > 0
+
+
+def match_restore(*, user_id: int, photo_id: int) -> bool:
+    """Undo "not me", within ``RESTORE_WINDOW`` of it: the member is matched in the photo again,
+    with the face they had, as if they had never rejected it.
+
+    The face goes back by the usual rule, nearest first: if another member was given it since
+    and is nearer, nothing changes. Nor can it be undone once the photo's faces were found
+    again (the face is gone) or after the window: "not me" is then for good, as promised.
+    Returns whether the match is live again.
+    """
+    with transaction.atomic():
+        rejected = Match.objects.filter(
+            user_id=user_id,
+            photo_id=photo_id,
+            rejected=True,
+            rejected_at__gte=timezone.now() - RESTORE_WINDOW,
+            face__isnull=False,
+        )
+        event_id = rejected.values_list("event_id", flat=True).first()
+        if event_id is None:
+            return False
+        # Matching in this event waits, and the row is read again under the lock: a rematch or
+        # a rescan may have moved or removed the face meanwhile.
+        event_lock(event_id)
+        row = rejected.first()
+        if row is None:
+            return False
+        mine = Candidate(face_id=row.face_id, user_id=user_id, distance=row.distance)
+        others = _live_candidates([photo_id])
+        chosen = matches_assign([*others, mine], {c.face_id: photo_id for c in [*others, mine]})
+        if mine not in chosen:
+            return False
+        row.delete()  # the live row replaces it; matches_replace must not see the rejection
+        matches_replace(photo_ids=[photo_id], candidates=[*others, mine])
+    return True
 
 
 def member_search_record(*, user_id: int, event_id: int, faces_through: int) -> None:

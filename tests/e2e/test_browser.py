@@ -155,12 +155,15 @@ def test_attendee_journey_from_join_link_to_deleting_face_data(
             == (faces_dir / expected[first_id]).read_bytes()
         )
 
-        # 6c. "Not me" on the group photo: it leaves at once, and for good.
+        # 6c. "Not me" on the group photo: it leaves at once (an Undo is offered for a few
+        # seconds: tests/e2e/test_gallery_actions.py), and for good once the notice is gone.
         group_id = next(pk for pk, name in expected.items() if name == "groups/two_people.jpg")
         page.locator(f"#photo-{group_id}").get_by_role("button", name="Not me").click()
-        page.locator(f"#photo-{group_id}").wait_for(state="detached")
-        assert page.get_by_text("That photo will not come back to your gallery.").is_visible()
+        page.locator(f"#photo-{group_id}").wait_for(state="hidden")
+        assert page.get_by_text("Removed from your gallery.").is_visible()
         assert page.locator("#photo-count").inner_text() == "2 photos"
+        page.get_by_role("button", name="Dismiss").click()
+        page.locator(f"#photo-{group_id}").wait_for(state="detached")
         page.reload()
         assert tile_ids(page) == set(expected) - {group_id}
 

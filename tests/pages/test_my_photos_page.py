@@ -164,7 +164,9 @@ def test_not_me_without_javascript_removes_the_photo_and_comes_back(
     assert Match.objects.get(photo=drop, user=attendee).rejected
     html = ann_client.get(answer["Location"]).content.decode()
     assert tile_ids(html) == [keep.pk]
-    assert "That photo will not come back" in html
+    # The page offers the undo once (tests/photos/test_not_me_undo.py follows it).
+    assert "Removed from your gallery." in html
+    assert f'action="/my/photos/{drop.pk}/not-me/undo/"' in html
 
 
 def test_not_me_never_redirects_off_site(ann_client, attendee, event, indexed_selfie):

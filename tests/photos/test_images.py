@@ -84,9 +84,11 @@ def test_matched_member_gets_the_bytes_with_the_right_type(
     assert answer["Content-Type"] == expected[1]
 
 
-def test_original_is_an_attachment_under_its_uploaded_name(photo, matched, attendee_client):
+def test_original_is_an_attachment_named_by_event_time_and_id(photo, matched, attendee_client):
     answer = attendee_client.get(url(photo, "original"))
-    assert answer["Content-Disposition"] == 'attachment; filename="IMG_0042.JPG"'
+    # No EXIF time: the upload's. Never the photographer's "IMG_0042.JPG".
+    name = f"wedding-{photo.created_at:%Y%m%d-%H%M}-{photo.pk}.jpg"
+    assert answer["Content-Disposition"] == f'attachment; filename="{name}"'
     assert int(answer["Content-Length"]) == len(ORIGINAL)
 
 

@@ -95,7 +95,9 @@ def test_original_is_served_without_location_and_with_untouched_pixels(gps_photo
     assert scan_data(body) == scan_data(original)
     assert int(answer["Content-Length"]) == len(body)
     assert answer["Content-Type"] == "image/jpeg"
-    assert answer["Content-Disposition"] == 'attachment; filename="IMG_1.JPG"'
+    # Named by event, EXIF time taken and id (photos/naming.py), not "IMG_1.JPG".
+    name = f"wedding-20240506-0708-{gps_photo.pk}.jpg"
+    assert answer["Content-Disposition"] == f'attachment; filename="{name}"'
     # Storage still holds the upload, and the hash still names it.
     assert Image.open(io.BytesIO(original)).getexif().get_ifd(GPS_IFD)
     assert hashlib.sha256(original).hexdigest() == gps_photo.sha256

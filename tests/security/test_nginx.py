@@ -303,7 +303,11 @@ def test_an_authorised_original_is_sent_by_nginx_with_its_bytes_and_headers(stac
     assert body == stack.original
     assert hashlib.sha256(body).digest() == hashlib.sha256(stack.original).digest()
     assert headers["Content-Type"] == "image/jpeg"
-    assert headers["Content-Disposition"] == 'attachment; filename="gala.jpg"'
+    # Named as every download is (photos/naming.py): event, upload time (no EXIF here), id.
+    assert re.fullmatch(
+        rf'attachment; filename="gala-\d{{8}}-\d{{4}}-{stack.photo_id}\.jpg"',
+        headers["Content-Disposition"],
+    )
     assert headers["Cache-Control"] == "private, max-age=31536000, immutable"
     assert "X-Accel-Redirect" not in headers
     assert headers["Server"].startswith("nginx")
