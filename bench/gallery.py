@@ -1,4 +1,4 @@
-"""Gallery bench: server-side latency of /api/my-photos/ (warm and cold) and /my/, beside the floor.
+"""Gallery bench: server-side latency of /api/my-photos/ (warm, cold, 304) and /my/, beside the floor.
 
     .venv/bin/python bench/gallery.py                  # 50,000 photos, 1,000 members, 300 requests
     .venv/bin/python bench/gallery.py --requests 1000  # tighter percentiles
@@ -20,8 +20,14 @@
      same middleware and the same DRF authentication and permission: the framework's floor;
    - /api/my-photos/ warm: the answer is in the per-user cache;
    - /api/my-photos/ cold: the cache is cleared before each request (outside the clock);
-   - /my/: the server-rendered gallery page.
-4. Prints p50 and p95 of each, and, on the last line, the ratios to the baseline.
+   - /my/: the server-rendered gallery page;
+   - /api/my-photos/ 304: what an open gallery's poll costs while nothing changed: the same
+     request with If-None-Match holding the current ETag. Measured alternating with the
+     baseline, request by request, so that both see the same machine; a second 304 case has
+     the cached page deleted before each request (outside the clock), as its timeout would,
+     which leaves the ETag record (photos.gallery.my_photos_not_modified) to answer.
+4. Prints p50 and p95 of each, and, on the last line, the ratios to the baseline (the 304's
+   first: its p95 against the baseline's measured alternating with it).
 
 DEBUG is off (DEBUG=True records every SQL query in memory, which is not what production runs);
 the script sets a throw-away DJANGO_SECRET_KEY for that.
@@ -45,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-GOALS_MS = {"warm": 5.0, "cold": 40.0, "html": 60.0}
+GOALS_MS = {"warm": 5.0, "cold": 40.0, "html": 60.0, "not_modified": 5.0}
 
 
 def log(msg: str) -> None:
@@ -82,6 +88,11 @@ def configure(tmp: Path, redis_url: str) -> None:
     os.environ["SQLITE_PATH"] = str(tmp / "bench.sqlite3")
     os.environ["MEDIA_ROOT"] = str(tmp / "media")
     os.environ["LOG_LEVEL"] = "WARNING"
+    # Production settings reached over plain HTTP on loopback, as tests.reliability.servers.
+    # production_env gives a server: no HTTPS redirect (every request would be a 301), no
+    # secure-only cookies or HSTS, and static files without a manifest (no collectstatic).
+    for name in ("SECURE_SSL_REDIRECT", "SECURE_COOKIES", "SECURE_HSTS_SECONDS", "STATIC_MANIFEST"):
+        os.environ[f"DJANGO_{name}"] = "0"
     for name in ("DATABASE_URL", "AWS_STORAGE_BUCKET_NAME"):
         os.environ.pop(name, None)
     if redis_url:
@@ -203,8 +214,9 @@ def populate(n_photos: int, n_members: int, my_matches: int) -> int:
 
 
 # --- requests -------------------------------------------------------------------------------------
-def environ(path: str, query: str, cookie: str, accept: str) -> dict:
+def environ(path: str, query: str, cookie: str, accept: str, extra: dict | None = None) -> dict:
     return {
+        **(extra or {}),
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "",
         "PATH_INFO": path,
@@ -230,16 +242,27 @@ class Caller:
     def __init__(self, app, cookie: str) -> None:
         self.app = app
         self.cookie = cookie
+        self.headers: dict[str, str] = {}  # of the last answer
 
     def __call__(
-        self, path: str, query: str = "", accept: str = "application/json"
+        self,
+        path: str,
+        query: str = "",
+        accept: str = "application/json",
+        extra: dict | None = None,
     ) -> tuple[float, float, int, bytes]:
-        """(wall ms, CPU ms, status, body) of one request through the WSGI handler."""
+        """(wall ms, CPU ms, status, body) of one request through the WSGI handler; ``extra``
+        adds to its environ (``HTTP_IF_NONE_MATCH``)."""
         status: list[str] = []
-        env = environ(path, query, self.cookie, accept)
+
+        def start_response(line, headers, exc_info=None):
+            status.append(line)
+            self.headers = dict(headers)
+
+        env = environ(path, query, self.cookie, accept, extra)
         cpu = time.process_time()
         start = time.perf_counter()
-        result = self.app(env, lambda s, headers, exc_info=None: status.append(s))
+        result = self.app(env, start_response)
         try:
             body = b"".join(result)
         finally:
@@ -250,7 +273,11 @@ class Caller:
         return elapsed, cpu, int(status[0].split()[0]), body
 
 
-def measure(label: str, call, n: int, before=None) -> dict:
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[94]
+
+
+def measure(label: str, call, n: int, before=None, expect: int = 200) -> dict:
     for _ in range(5):  # warm the code paths, not the data
         if before:
             before()
@@ -260,14 +287,39 @@ def measure(label: str, call, n: int, before=None) -> dict:
         if before:
             before()
         elapsed, cpu, status, _ = call()
-        if status != 200:
+        if status != expect:
             raise SystemExit(f"{label}: status {status}")
         times.append(elapsed)
         cpus.append(cpu)
+    return summary(label, times, cpus)
 
-    def p95(values: list[float]) -> float:
-        return statistics.quantiles(values, n=100, method="inclusive")[94]
 
+def measure_alternating(cases: list[tuple], n: int) -> list[dict]:
+    """Each case is (label, call, before, expected status); one request of each in turn, n
+    rounds, the order swapped every round, so that every case sees the same machine."""
+    for _ in range(5):
+        for _, call, before, _ in cases:
+            if before:
+                before()
+            call()
+    samples = [([], []) for _ in cases]
+    for round_no in range(n):
+        order = list(range(len(cases)))
+        if round_no % 2:
+            order.reverse()
+        for i in order:
+            label, call, before, expect = cases[i]
+            if before:
+                before()
+            elapsed, cpu, status, _ = call()
+            if status != expect:
+                raise SystemExit(f"{label}: status {status}")
+            samples[i][0].append(elapsed)
+            samples[i][1].append(cpu)
+    return [summary(case[0], *sample) for case, sample in zip(cases, samples, strict=True)]
+
+
+def summary(label: str, times: list[float], cpus: list[float]) -> dict:
     result = {
         "label": label,
         "p50": statistics.median(times),
@@ -316,6 +368,7 @@ def run(args: argparse.Namespace) -> None:
 
     from accounts.models import User
     from faces.models import Match
+    from photos.gallery import _page_key
 
     log(f"gallery bench: temporary SQLite at {settings.DATABASES['default']['NAME']}")
     call_command("migrate", verbosity=0)
@@ -367,9 +420,36 @@ def run(args: argparse.Namespace) -> None:
         )
         log(f"machine: {machine_note()}")
         n = args.requests
+        call("/api/my-photos/")
+        etag = call.headers["ETag"]
+        conditional = {"HTTP_IF_NONE_MATCH": etag}
+        page_key = _page_key(me_id, "http://127.0.0.1:8000/api/my-photos/")
+        assert cache.get(page_key) is not None, "the bench's page key is not the app's"
+
+        def not_modified() -> tuple[float, float, int, bytes]:
+            return call("/api/my-photos/", extra=conditional)
+
+        baseline, not_modified_result = measure_alternating(
+            [
+                (
+                    "baseline: {} via DRF, same middleware",
+                    lambda: call("/bench/baseline/"),
+                    None,
+                    200,
+                ),
+                ("/api/my-photos/ 304 (If-None-Match)", not_modified, None, 304),
+            ],
+            n,
+        )
         results = {
-            "baseline": measure(
-                "baseline: {} via DRF, same middleware", lambda: call("/bench/baseline/"), n
+            "baseline": baseline,
+            "not_modified": not_modified_result,
+            "not_modified_expired": measure(
+                "/api/my-photos/ 304, page expired",
+                not_modified,
+                n,
+                before=lambda: cache.delete(page_key),
+                expect=304,
             ),
             "warm": measure("/api/my-photos/ warm (cache hit)", lambda: call("/api/my-photos/"), n),
             "cold": measure(
@@ -391,9 +471,14 @@ def run(args: argparse.Namespace) -> None:
     ratios = ", ".join(
         f"{key} {results[key]['p50'] / results['baseline']['p50']:.2f}x p50 / "
         f"{results[key]['p95'] / floor:.2f}x p95"
-        for key in ("warm", "cold", "html")
+        for key in ("not_modified_expired", "warm", "cold", "html")
     )
-    log(f"ratios to the baseline: {ratios}")
+    nm = results["not_modified"]
+    log(
+        f"304 p95 {nm['p95']:.2f} ms (CPU {nm['cpu_p95']:.2f}) vs baseline p95 {floor:.2f} ms, "
+        f"alternating: ratio {nm['p95'] / floor:.2f} (p50 {nm['p50'] / results['baseline']['p50']:.2f}); "
+        f"ratios to the baseline: {ratios}"
+    )
 
 
 if __name__ == "__main__":
