@@ -211,15 +211,20 @@
 
   // --- "Not me", and its undo -----------------------------------------------------------------
   async function notMe(tile, fromKeyboard) {
+    // A double tap would otherwise send two, and the second one's 404 would end the undo.
+    if (tile.dataset.pending) return;
+    tile.dataset.pending = "not-me";
     const form = tile.querySelector(".not-me-form");
     let response;
     try {
       response = await post(form.dataset.api);
     } catch {
+      delete tile.dataset.pending;
       if (!dialog.open) form.submit();  // the network failed: the plain form still works
       else say("Could not reach FindMe. Check your connection and try again.");
       return;
     }
+    delete tile.dataset.pending;
     // 404: already gone (another tab said "not me" first); either way it leaves this gallery.
     if (response.status !== 204 && response.status !== 404) {
       say("That did not work. Try again in a moment.");
@@ -231,7 +236,7 @@
     tile.hidden = true;
     recount();
     if (inLightbox) show(Math.min(index, tiles().length - 1));
-    else if (after && !fromKeyboard) linkOf(after).focus();
+    else if (after && !fromKeyboard) linkOf(after).focus({ preventScroll: true });
     if (response.status === 404) {
       say("That photo was already gone from your gallery.", { finish: () => finalRemove(tile) });
       return;
