@@ -433,12 +433,6 @@ AUTHENTICATION_BACKENDS = [
 ]
 
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
-# A guest's private gallery link (django-sesame) signs them in on any device for this long, until
-# they set a password (which ends every link made before it).
-GUEST_LINK_DAYS = env_int("GUEST_LINK_DAYS", 180, minimum=1)
-SESAME_MAX_AGE = GUEST_LINK_DAYS * 24 * 3600
-SESAME_TOKEN_NAME = "link"
-
 RATELIMIT_USE_CACHE = "default"
 # A cache that cannot be reached must not lock everyone out (nor answer 500): the limit lapses.
 RATELIMIT_FAIL_OPEN = True

@@ -19,7 +19,16 @@ class EventForm(forms.ModelForm):
 
     class Meta:
         model = Event
-        fields = ("name", "slug", "join_code", "date", "organiser", "cover", "logo", "keep_location")
+        fields = (
+            "name",
+            "slug",
+            "join_code",
+            "date",
+            "organiser",
+            "cover",
+            "logo",
+            "keep_location",
+        )
 
     def _branding(self, kind: str):
         upload = self.cleaned_data.get(kind)
