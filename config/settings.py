@@ -424,6 +424,11 @@ def env_rate(name: str, default: str) -> str | None:
 # A password change or reset deletes the user's tokens whatever their age (accounts.models).
 TOKEN_TTL_DAYS = env_int("TOKEN_TTL_DAYS", 30, minimum=0)
 
+# A guest's private gallery link (django-sesame) signs them in on any device for this long, until
+# they set a password (which ends every link made before it).
+GUEST_LINK_DAYS = env_int("GUEST_LINK_DAYS", 180, minimum=1)
+SESAME_MAX_AGE = GUEST_LINK_DAYS * 24 * 3600
+
 # Every password check (API token, login page, admin) goes through the "login" limit below.
 # django-sesame's backend takes only its signed links (it needs a "sesame" credential), first so
 # that a link never reaches the password backend.
