@@ -29,8 +29,8 @@ the live gallery: from an upload to the photo's appearance in an open gallery, o
    live.js polls on its own (no reload: a marker set in the page must survive). Printed per
    run: upload to processed (the photo's ``processed_at``: the pipeline alone, the baseline),
    processed to appearance (what the gallery adds), and upload to appearance (goal <= 10 s).
-   The server times every poll of /api/my-photos/ the page makes: the 304s' cost, and how
-   often the page asked. Before each upload the page must have had a 304 since the last photo
+   The server times every poll of /api/my-photos/ the page makes (wall and its thread's CPU):
+   the 304s' cost, and how often the page asked. Before each upload the page must have had a 304 since the last photo
    (a gallery at rest), and after the last it stays open ``--quiet`` seconds with nothing new.
 6. The last line: the live medians, their ratio to the baseline, the 304s' p95, and the loads'
    medians.
@@ -159,7 +159,9 @@ class CountingApp:
     def __init__(self, app) -> None:
         self.app = app
         self.images = 0
-        self.polls: list[tuple[float, int, float]] = []  # (when, status, server ms)
+        # (when, status, server ms, server CPU ms): the thread's own CPU time, which waiting
+        # for a busy machine's cores does not count (each request has a thread of its own).
+        self.polls: list[tuple[float, int, float, float]] = []
         self.lock = threading.Lock()
 
     def __call__(self, environ, start_response):
@@ -175,11 +177,12 @@ class CountingApp:
             status.append(line)
             return start_response(line, headers, exc_info)
 
-        start = time.perf_counter()
+        cpu, start = time.thread_time(), time.perf_counter()
         result = self.app(environ, recorded)
         elapsed = (time.perf_counter() - start) * 1000
+        cpu = (time.thread_time() - cpu) * 1000
         with self.lock:
-            self.polls.append((time.monotonic(), int(status[0].split()[0]), elapsed))
+            self.polls.append((time.monotonic(), int(status[0].split()[0]), elapsed, cpu))
         return result
 
 
@@ -415,7 +418,7 @@ def idle_since(app: CountingApp, since: float, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with app.lock:
-            if any(when >= since and status == 304 for when, status, _ in app.polls):
+            if any(when >= since and status == 304 for when, status, *_ in app.polls):
                 return
         time.sleep(0.1)
     raise SystemExit(f"no 304 from the open gallery within {timeout} s")
@@ -505,9 +508,10 @@ def live_gallery(args: argparse.Namespace, app: CountingApp, base: str) -> str:
 
     with app.lock:
         polls = [p for p in app.polls if p[0] >= watch_from]
-    statuses = [status for _, status, _ in polls]
-    not_modified = [ms for _, status, ms in polls if status == 304]
-    full = [ms for _, status, ms in polls if status == 200]
+    statuses = [status for _, status, *_ in polls]
+    not_modified = [ms for _, status, ms, _ in polls if status == 304]
+    not_modified_cpu = [cpu for _, status, _, cpu in polls if status == 304]
+    full = [ms for _, status, ms, _ in polls if status == 200]
     per_minute = len(polls) / (watched / 60)
     log(
         f"  polls while watching {watched:.0f} s: {len(polls)} ({per_minute:.1f} a minute, one "
@@ -521,12 +525,16 @@ def live_gallery(args: argparse.Namespace, app: CountingApp, base: str) -> str:
         p95 = statistics.quantiles(values, n=100, method="inclusive")[94]
         return f"p50 {statistics.median(values):.2f} ms, p95 {p95:.2f} ms"
 
-    log(f"  server time of a 304: {p50_p95(not_modified)}; of a 200: {p50_p95(full)}")
-    nm_p95 = (
-        statistics.quantiles(not_modified, n=100, method="inclusive")[94]
-        if len(not_modified) > 1
-        else float("nan")
+    log(
+        f"  server time of a 304: {p50_p95(not_modified)} (its thread's CPU: "
+        f"{p50_p95(not_modified_cpu)}); of a 200: {p50_p95(full)}"
     )
+
+    def p95(values: list[float]) -> float:
+        if len(values) < 2:
+            return float("nan")
+        return statistics.quantiles(values, n=100, method="inclusive")[94]
+
     to_done, done_to_seen, to_seen = (
         statistics.median(column) for column in zip(*rows, strict=True)
     )
@@ -536,8 +544,9 @@ def live_gallery(args: argparse.Namespace, app: CountingApp, base: str) -> str:
         f"live: upload to appearance median {to_seen:.1f} s, max {worst:.1f} s (goal <= 10 s: "
         f"{verdict}); upload to processed (baseline) median {to_done:.1f} s: ratio "
         f"{to_seen / to_done:.2f}; processed to appearance median {done_to_seen:.1f} s, max "
-        f"{max(row[1] for row in rows):.1f} s; 304 server p95 {nm_p95:.2f} ms over "
-        f"{len(not_modified)} polls (goal <= 5 ms: {'ok' if nm_p95 <= 5 else 'MISSED'})"
+        f"{max(row[1] for row in rows):.1f} s; 304 server p95 {p95(not_modified):.2f} ms "
+        f"(CPU {p95(not_modified_cpu):.2f} ms) over {len(not_modified)} polls, with the cluster, "
+        f"chromium and this process sharing the cores (bench/gallery.py measures it alone)"
     )
 
 
