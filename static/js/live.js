@@ -20,6 +20,8 @@
   const SPREAD_MS = 4000; // and up to this much later, at random
   const LONGEST_WAIT_MS = 5 * 60 * 1000;
   const TILE = ".tile[data-photo-id]";
+  const NEW_RING = "#e0a100"; // new tiles wear it for a minute, or until "Show" was used
+  const MARKED_MS = 60 * 1000;
   const url = region.dataset.liveUrl;
   let etag = region.dataset.liveEtag || "";
   let count = Number(region.dataset.liveCount) || 0;
@@ -184,9 +186,17 @@
       const image = link.querySelector("img");
       if (image && link.dataset.placeholder) image.style.backgroundColor = link.dataset.placeholder;
     });
-    tile.style.outline = "3px solid var(--primary, #1f4fd1)";
-    tile.style.outlineOffset = "2px";
+    // A ring, not an outline: gallery.css outlines the selected tiles.
+    tile.style.boxShadow = `0 0 0 3px ${NEW_RING}, var(--shadow, 0 0 0 transparent)`;
     tile.dataset.liveNew = "";
+    setTimeout(() => unmark([tile]), MARKED_MS);
+  }
+
+  function unmark(marked) {
+    marked.forEach((tile) => {
+      tile.style.boxShadow = "";
+      delete tile.dataset.liveNew;
+    });
   }
 
   // --- the notice ----------------------------------------------------------------------------
@@ -224,13 +234,8 @@
     unseenCount = 0;
     unseenTiles = [];
     region.replaceChildren();
-    // The outline stays a moment, so that the eye finds them.
-    setTimeout(() => {
-      waiting.forEach((tile) => {
-        tile.style.outline = "";
-        tile.style.outlineOffset = "";
-      });
-    }, 4000);
+    // The ring stays a moment, so that the eye finds them.
+    setTimeout(() => unmark(waiting), 4000);
   }
 
   document.addEventListener("visibilitychange", () => {
