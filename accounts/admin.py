@@ -11,7 +11,9 @@ class FindMeUserAdmin(UserAdmin):
 
 @admin.register(Selfie)
 class SelfieAdmin(admin.ModelAdmin):
-    list_display = ("user", "status", "consent_at", "indexed_at", "attempts")
+    # "Needs a new photo" (status retake): the face engine cannot search with it; the reason
+    # is in ``error``, and the member is asked for a new one on their selfie page.
+    list_display = ("user", "status", "consent_at", "indexed_at", "attempts", "error")
     list_filter = ("status",)
     search_fields = ("user__username", "user__email")
     readonly_fields = ("consent_at", "engine", "engine_ref", "indexed_at", "attempts", "error")

@@ -62,6 +62,9 @@ class Selfie(JobFields):
         INDEXING = "indexing", "Indexing"
         INDEXED = "indexed", "Indexed"
         FAILED = "failed", "Failed"
+        # The face engine finds no usable face in it (Rekognition saw none, or another face):
+        # the member must give a new photo; until then they are searched for no more.
+        RETAKE = "retake", "Needs a new photo"
 
     user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="selfie")
     image = models.FileField(upload_to=selfie_upload_to, max_length=255)
@@ -72,6 +75,9 @@ class Selfie(JobFields):
     # The engine's own handle for this face (e.g. a Rekognition FaceId / UserId).
     engine = models.CharField(max_length=32, blank=True)
     engine_ref = models.CharField(max_length=128, blank=True)
+    # The face dlib found at upload, as fractions of the stored image: [left, top, width, height].
+    # An engine that searches with the image sends this face alone, with a margin.
+    face_box = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     indexed_at = models.DateTimeField(null=True, blank=True)

@@ -39,6 +39,13 @@ def selfie_image(*, user_id: int) -> Image.Image:
         return decode_upright(fh)
 
 
+def selfie_face_boxes(*, user_ids: Iterable[int]) -> dict[int, list[float] | None]:
+    """Each member's selfie face box (fractions of the stored image), None where not known."""
+    return dict(
+        Selfie.objects.filter(user_id__in=list(user_ids)).values_list("user_id", "face_box")
+    )
+
+
 def selfies_indexed(*, user_ids: QuerySet | Iterable[int]) -> QuerySet[Selfie]:
     """The indexed selfies of these users (a list or a subquery of user ids), with what matching
     needs."""

@@ -108,7 +108,9 @@ def user_token(*, user: User) -> str:
     return token.key
 
 
-def selfie_store(*, user: User, upload: UploadedFile) -> Selfie:
+def selfie_store(
+    *, user: User, upload: UploadedFile, face_box: tuple[float, float, float, float] | None = None
+) -> Selfie:
     """Keep a new selfie (replacing any old one) and queue its indexing after commit.
 
     The caller has checked the image and the consent; the consent time is now. The file is
@@ -139,6 +141,7 @@ def selfie_store(*, user: User, upload: UploadedFile) -> Selfie:
             selfie.descriptor = None
             selfie.engine_ref = ""
             selfie.engine = ""
+            selfie.face_box = list(face_box) if face_box is not None else None
             selfie.attempts = 0
             selfie.error = ""
             selfie.indexed_at = None
@@ -180,6 +183,21 @@ def selfie_indexed(
             updated_at=timezone.now(),
         )
     )
+
+
+def selfie_retake(*, user_id: int, reason: str) -> bool:
+    """The engine cannot search with this indexed selfie: ask the member for a new photo.
+    False when there is no such selfie (deleted or replaced meanwhile)."""
+    return bool(
+        Selfie.objects.filter(user_id=user_id, status=Selfie.Status.INDEXED).update(
+            status=Selfie.Status.RETAKE, error=reason[:500], updated_at=timezone.now()
+        )
+    )
+
+
+def selfie_face_box_store(*, user_id: int, face_box: tuple[float, float, float, float]) -> None:
+    """Remember the face found in a selfie stored before boxes were kept."""
+    Selfie.objects.filter(user_id=user_id, face_box__isnull=True).update(face_box=list(face_box))
 
 
 def selfie_delete(*, user_id: int) -> None:

@@ -376,12 +376,28 @@ REKOGNITION_COLLECTION_PREFIX = env_str("REKOGNITION_COLLECTION_PREFIX", "findme
 # Rekognition similarity (0-100) at or above which a face counts as the member's.
 REKOGNITION_MATCH_THRESHOLD = env_float("REKOGNITION_MATCH_THRESHOLD", 95.0)
 REKOGNITION_PRICE_PER_CALL_USD = env_float("REKOGNITION_PRICE_PER_CALL_USD", 0.001)
-# Matching lag for Rekognition: a photo's faces are searched for the event's members in one
-# batched round at most this long after the photo is stored (plus up to 30 s of django-q2's
-# scheduler tick). Longer batches more photos per search round: fewer billable calls.
+# Face metadata storage: every face indexed in a collection, per month.
+REKOGNITION_PRICE_PER_FACE_MONTH_USD = env_float("REKOGNITION_PRICE_PER_FACE_MONTH_USD", 0.00001)
+# When Rekognition's batched re-match rounds run (faces.services.rounds): once no face has been
+# stored in the event for the window, and at the latest the maximum wait after the oldest face
+# not yet searched (plus up to 30 s of django-q2's scheduler tick). A round costs one search per
+# member: 100 photos and 50 members cost 150 calls in a burst and 200 when the photos trickle in
+# over 10 minutes, the worst photo matched 264 s after it was done; a maximum wait of 120 s makes
+# that 250 calls and 144 s, and 60 s 300 calls and 84 s (bench/rekognition.py).
 REKOGNITION_MATCH_WINDOW_S = env_int("REKOGNITION_MATCH_WINDOW_S", 60, minimum=1)
-# botocore's adaptive retry mode: retries after a call's first attempt, throttling included.
+REKOGNITION_MATCH_MAX_WAIT_S = env_int("REKOGNITION_MATCH_MAX_WAIT_S", 240, minimum=1)
+# Attempts after a call's first, for throttling and AWS's transient errors, each after a
+# jittered exponential back-off and a new turn of AWS_REQUESTS_PER_SECOND.
 REKOGNITION_MAX_RETRIES = env_int("REKOGNITION_MAX_RETRIES", 5, minimum=0)
+# Calls to Rekognition per second across every process and machine (core.pacing, through Redis
+# or the database), beside AWS_CONCURRENT_REQUESTS. Set it just under the account's quota for the
+# face operations in REKOGNITION_REGION (AWS Service Quotas: single digits in many regions, more in
+# the largest). 0: no limit.
+AWS_REQUESTS_PER_SECOND = env_float("AWS_REQUESTS_PER_SECOND", 5.0)
+# A dotted path to a callable that returns an object with the methods of boto3's Rekognition
+# client; empty: boto3's client. (Tests and bench/rekognition.py hand the engine the emulator,
+# faces/engines/emulator.py, directly.)
+REKOGNITION_CLIENT_FACTORY = env_str("REKOGNITION_CLIENT_FACTORY")
 # The shared semaphore (core.semaphore): how long a caller waits for a slot before its task fails
 # (and is retried), and how long a Redis slot outlives a holder that died without releasing it.
 SEMAPHORE_WAIT_S = env_float("SEMAPHORE_WAIT_S", 120.0)

@@ -27,3 +27,7 @@ def event_forget(event_id: int) -> None:
 
 def photo_vectors_sweep() -> int:
     return services.photo_vectors_sweep()
+
+
+def collections_orphaned_sweep() -> int:
+    return services.collections_orphaned_sweep()

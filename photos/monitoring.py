@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.status import Stat
 
-from faces.services import engine_calls_summary
+from faces.services import engine_calls_summary, engine_faces_stored
 
 from .gallery import cache_stats
 from .models import Photo
@@ -41,6 +41,10 @@ def queue_stats() -> dict[str, Any]:
     engine = settings.FACE_ENGINE
     total_calls = sum(calls.get(engine, {}).values())
     price = settings.REKOGNITION_PRICE_PER_CALL_USD if engine == "rekognition" else 0.0
+    # Rekognition also bills every face kept in a collection, per month: a month of what is
+    # stored now.
+    stored = engine_faces_stored() if engine == "rekognition" else 0
+    storage = stored * settings.REKOGNITION_PRICE_PER_FACE_MONTH_USD
     return {
         "queue": {
             "workers_active": _workers_active(),
@@ -60,7 +64,8 @@ def queue_stats() -> dict[str, Any]:
             "name": engine,
             "api_calls": total_calls,
             "calls_by_operation": calls.get(engine, {}),
-            "estimated_cost_usd": round(total_calls * price, 4),
+            "faces_stored": stored,
+            "estimated_cost_usd": round(total_calls * price + storage, 4),
         },
     }
 

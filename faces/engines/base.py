@@ -22,6 +22,11 @@ class EngineError(Exception):
     """The engine could not process this input. The message is safe to show to a person."""
 
 
+class SelfieUnusable(EngineError):
+    """The engine cannot search with this selfie (it finds no face in it, or another face than
+    the one dlib found at upload): the member needs a new photo. Trying again will not help."""
+
+
 @dataclass(frozen=True)
 class DetectedFace:
     # Box as fractions of the upright image, so it holds at any resolution.
@@ -50,6 +55,9 @@ class MemberRecord:
     engine_ref: str
     # The member's selfie, upright, loaded only by an engine that searches with it.
     selfie: Callable[[], Image.Image] | None = None
+    # Where the member's face is in the image ``selfie`` returns (left, top, width, height, as
+    # fractions), when known: an engine that searches with the image checks it searched that face.
+    selfie_face: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,33 @@
-"""AWS Rekognition behind the engine interface: one collection per event, searched per member.
+"""AWS Rekognition behind the engine interface: one collection per event, matched in rounds.
 
-Calls and what they cost (Rekognition bills per image per call, about $0.001; managing
-collections and deleting faces is not billed per call):
+Calls and what they cost (Rekognition bills per image per call, about $0.001, and stores each
+indexed face for about $0.00001 a month; managing collections and users, and deleting faces, is
+not billed per call):
 - a photo: IndexFaces once, with its preview JPEG (under 5 MB), into the event's collection;
-- a member: SearchFacesByImage with their selfie, once at enrolment per event with faces, and
-  once per batched re-match round (``faces.services.event_rematch``) that brought new faces.
+- a member: SearchFacesByImage with their selfie, cropped to the face dlib found in it, once at
+  enrolment per event with faces, and once per re-match round that brought them new faces
+  (``faces.services.rounds`` decides when rounds run, and so what they cost).
 A selfie's faces are counted offline by the local engine at upload (free, and no cloud call for
-a selfie that is then refused); ``faces_detect`` (DetectFaces) is here for completeness.
+a selfie that is then refused); ``faces_detect`` (DetectFaces) is used by no FindMe path.
 
-Selfies are not indexed. Indexing them (or making Rekognition Users) would add a billable call
-per member and per event and save none: every search still costs one call, whether by FaceId,
-by UserId or by image. So AWS keeps no vector of a member at all, and deleting a member's face
-data has nothing to delete there.
+Limits AWS documents and this engine keeps (the emulator in ``emulator.py`` enforces them):
+- SearchFacesByImage returns at most 4096 faces and cannot page. A member whose search comes
+  back full may have more: the faces it did not return are searched one by one against the
+  member as a Rekognition User (IndexFaces of the selfie, CreateUser, AssociateFaces, then
+  SearchUsers per face), and that user and its face are deleted at once afterwards. So a bride
+  in 5,000 photos gets all 5,000, at one call per face past the first 4096.
+- It searches the largest face of the image only. The selfie sent is the dlib face with a
+  margin, not the whole photo, and the ``SearchedFaceBoundingBox`` of the answer must lie on
+  that face; otherwise the search was for someone else and ``SelfieUnusable`` is raised.
+- A selfie in which Rekognition finds no face is ``SelfieUnusable`` too, never a silent miss.
+- DeleteFaces takes at most 4096 ids per call; image bytes at most 5 MB.
 
-Matching is batched (``batched_matching``): ``photo_candidates`` proposes nothing, and the
-services run a re-match round of the event instead, so a burst of photos costs one search per
-member rather than one per face.
-
-Every call holds a slot of the cap the services hand in (``AWS_CONCURRENT_REQUESTS`` slots of a
-semaphore shared by every process and machine), and billable calls are reported through
-``on_call``. The engine keeps no records: the services record the ids of the vectors it stores.
+Every call waits for its turn of the fleet-wide rate (``pace``: AWS_REQUESTS_PER_SECOND across
+every process and machine), then holds a slot of the cap on calls in flight (``cap``:
+AWS_CONCURRENT_REQUESTS). A throttled call releases its slot, backs off (exponential, with
+jitter) and waits for a new turn; botocore makes a single attempt, so every attempt is paced.
+Billable calls are reported through ``on_call``. The engine keeps no records: the services
+record the ids of the vectors it stores.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +52,7 @@ from .base import (
     Enrollment,
     FaceRecord,
     MemberRecord,
+    SelfieUnusable,
     no_cap,
 )
 
@@ -65,17 +76,33 @@ BILLABLE = frozenset(
 METHODS = {
     "CreateCollection": "create_collection",
     "DeleteCollection": "delete_collection",
+    "ListCollections": "list_collections",
     "IndexFaces": "index_faces",
     "DeleteFaces": "delete_faces",
     "DetectFaces": "detect_faces",
     "SearchFacesByImage": "search_faces_by_image",
+    "CreateUser": "create_user",
+    "DeleteUser": "delete_user",
+    "AssociateFaces": "associate_faces",
+    "SearchUsers": "search_users",
 }
+# Answers that mean "not now": the call is tried again after a back-off, at a new paced turn.
+RETRYABLE = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "ServiceUnavailableException",
+        "InternalServerError",
+    }
+)
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 # Rekognition's own caps: faces stored per IndexFaces call, ids per DeleteFaces call, matches
 # returned per search.
 MAX_FACES_PER_PHOTO = 100
 DELETE_BATCH = 4096
 MAX_MATCHES = 4096
+MAX_USERS = 500
 SELFIE_MAX_SIDE = 1024
 DETECT_MAX_SIDE = 1600
 
@@ -117,6 +144,14 @@ def _box(box: dict[str, float]) -> tuple[float, float, float, float]:
     return left, top, max(right - left, 0.0), max(bottom - top, 0.0)
 
 
+def _searched_face_ok(box: dict[str, float], expected: tuple[float, float, float, float]) -> bool:
+    """The face Rekognition searched is the expected one: its centre lies on that face."""
+    left, top, width, height = expected
+    centre_x = box.get("Left", 0.0) + box.get("Width", 0.0) / 2
+    centre_y = box.get("Top", 0.0) + box.get("Height", 0.0) / 2
+    return left <= centre_x <= left + width and top <= centre_y <= top + height
+
+
 def _error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
@@ -139,6 +174,10 @@ class RekognitionEngine:
         max_retries: int,
         on_call: CallCounter | None = None,
         cap: Cap = no_cap,
+        pace: Callable[[], object] | None = None,
+        client_factory: Callable[[], Any] | None = None,
+        backoff_base_s: float = 0.2,
+        backoff_max_s: float = 10.0,
     ) -> None:
         self.region = region
         self.collection_prefix = collection_prefix
@@ -149,6 +188,13 @@ class RekognitionEngine:
         self.max_retries = max_retries
         self.on_call = on_call
         self.cap = cap
+        # Waits for this call's turn of the fleet-wide rate; given by the services.
+        self.pace = pace
+        # Builds what answers the calls: boto3's client unless given (tests and the benchmark
+        # hand in the emulator).
+        self.client_factory = client_factory
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
         self._client: Any = None
         self._client_pid = 0
         self._client_lock = threading.Lock()
@@ -160,6 +206,10 @@ class RekognitionEngine:
         if self._client is None or self._client_pid != os.getpid():
             with self._client_lock:
                 if self._client is None or self._client_pid != os.getpid():
+                    if self.client_factory is not None:
+                        self._client = self.client_factory()
+                        self._client_pid = os.getpid()
+                        return self._client
                     import boto3
                     from botocore.config import Config
 
@@ -169,27 +219,45 @@ class RekognitionEngine:
                         config=Config(
                             connect_timeout=self.connect_timeout,
                             read_timeout=self.read_timeout,
-                            # Adaptive: retries throttling with back-off and also slows this
-                            # client's sending rate when AWS says so.
-                            # max_attempts counts retries, not the first attempt.
-                            retries={"mode": "adaptive", "max_attempts": self.max_retries},
+                            # One attempt: _call retries, so that every attempt waits for a
+                            # turn of the fleet-wide rate (botocore's retries would not).
+                            retries={"mode": "standard", "total_max_attempts": 1},
                         ),
                     )
                     self._client_pid = os.getpid()
         return self._client
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        """One Rekognition call, inside the shared cap, counted when it was billed.
+        """One Rekognition call: at its turn of the fleet's rate, inside the shared cap, counted
+        when it was billed.
 
-        A ThrottlingException or ProvisionedThroughputExceededException that outlasts botocore's
-        retries propagates: the task fails and its queue retries it; nothing is lost.
+        Throttling and AWS's own transient errors are tried again ``max_retries`` times, each
+        after an exponential back-off with full jitter (workers throttled together must not
+        come back together) and a new turn of the rate; the slot of the cap is not held while
+        waiting. An error that outlasts them propagates: the task fails and its queue retries
+        it; nothing is lost.
         """
         method = getattr(self.client, METHODS[operation])
-        with self.cap():
-            response = method(**params)
-        if operation in BILLABLE and self.on_call is not None:
-            self.on_call(operation)
-        return response
+        attempt = 0
+        while True:
+            if self.pace is not None:
+                self.pace()
+            try:
+                with self.cap():
+                    response = method(**params)
+            except Exception as exc:
+                if _error_code(exc) not in RETRYABLE or attempt >= self.max_retries:
+                    raise
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
+                attempt += 1
+                logger.info(
+                    "%s: %s, attempt %d in %.2f s", operation, _error_code(exc), attempt, delay
+                )
+                time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not a secret
+                continue
+            if operation in BILLABLE and self.on_call is not None:
+                self.on_call(operation)
+            return response
 
     def collection_id(self, event_id: int) -> str:
         return f"{self.collection_prefix}-event-{event_id}"
@@ -288,7 +356,8 @@ class RekognitionEngine:
     def member_candidates(
         self, *, event_id: int, member: MemberRecord, faces: Sequence[FaceRecord]
     ) -> list[Candidate]:
-        """SearchFacesByImage with the member's selfie, mapped onto the given stored faces."""
+        """SearchFacesByImage with the member's selfie face, mapped onto the given stored faces;
+        a search that comes back full goes on face by face (see the module docstring)."""
         by_face_id = {f.engine_face_id: f for f in faces if f.engine_face_id}
         if not by_face_id:
             return []  # nothing indexed in this event yet: no call to pay for
@@ -298,10 +367,11 @@ class RekognitionEngine:
             selfie = jpeg_under_limit(_fit(member.selfie(), SELFIE_MAX_SIDE))
         except OSError as exc:
             raise EngineError(f"The selfie of user {member.user_id} cannot be read.") from exc
+        collection = self.collection_id(event_id)
         try:
             response = self._call(
                 "SearchFacesByImage",
-                CollectionId=self.collection_id(event_id),
+                CollectionId=collection,
                 Image={"Bytes": selfie},
                 MaxFaces=MAX_MATCHES,
                 FaceMatchThreshold=self.threshold,
@@ -311,18 +381,93 @@ class RekognitionEngine:
             if code == "ResourceNotFoundException":
                 return []
             if code == "InvalidParameterException":
-                # Rekognition finds no face in the selfie: searching again will not help.
-                logger.warning("no face found in the selfie of user %s: %s", member.user_id, exc)
-                return []
+                raise SelfieUnusable("Rekognition finds no face in this selfie.") from exc
             raise
+        searched = response.get("SearchedFaceBoundingBox")
+        if searched and member.selfie_face and not _searched_face_ok(searched, member.selfie_face):
+            raise SelfieUnusable("Rekognition searched another face than the one in this selfie.")
+        similarities = {
+            m["Face"]["FaceId"]: float(m["Similarity"]) for m in response.get("FaceMatches", [])
+        }
+        if len(response.get("FaceMatches", [])) >= MAX_MATCHES:
+            rest = sorted(fid for fid in by_face_id if fid not in similarities)
+            similarities.update(
+                self._member_search_per_face(collection, member.user_id, selfie, rest)
+            )
         candidates = []
-        for match in response.get("FaceMatches", []):
-            face = by_face_id.get(match["Face"]["FaceId"])
+        for fid, similarity in similarities.items():
+            face = by_face_id.get(fid)
             if face is None:  # a face whose photo is being (re)stored: the next round has it
                 continue
-            distance = (100.0 - float(match["Similarity"])) / 100.0
+            distance = (100.0 - similarity) / 100.0
             candidates.append(Candidate(face_id=face.id, user_id=member.user_id, distance=distance))
         return candidates
+
+    def _member_search_per_face(
+        self, collection: str, user_id: int, selfie: bytes, face_ids: Sequence[str]
+    ) -> dict[str, float]:
+        """Which of these stored faces are the member: the member as a Rekognition User for the
+        time of the searches (one SearchUsers per face), deleted again at the end."""
+        if not face_ids:
+            return {}
+        user = f"member-{user_id}"
+        indexed = self._call(
+            "IndexFaces",
+            CollectionId=collection,
+            Image={"Bytes": selfie},
+            ExternalImageId=user,
+            MaxFaces=1,
+            QualityFilter="AUTO",
+        ).get("FaceRecords", [])
+        if not indexed:
+            raise SelfieUnusable("Rekognition finds no face in this selfie.")
+        selfie_face = indexed[0]["Face"]["FaceId"]
+        found: dict[str, float] = {}
+        try:
+            try:
+                self._call("CreateUser", CollectionId=collection, UserId=user)
+            except Exception as exc:
+                if _error_code(exc) != "ConflictException":  # left by a run that was killed
+                    raise
+            self._call(
+                "AssociateFaces", CollectionId=collection, UserId=user, FaceIds=[selfie_face]
+            )
+            for fid in face_ids:
+                response = self._call(
+                    "SearchUsers",
+                    CollectionId=collection,
+                    FaceId=fid,
+                    UserMatchThreshold=self.threshold,
+                    MaxUsers=MAX_USERS,
+                )
+                for match in response.get("UserMatches", []):
+                    if match["User"]["UserId"] == user:
+                        found[fid] = float(match["Similarity"])
+        finally:
+            try:
+                self._call("DeleteUser", CollectionId=collection, UserId=user)
+            except Exception as exc:
+                if _error_code(exc) != "ResourceNotFoundException":
+                    raise
+            self._faces_delete(collection, [selfie_face])
+        return found
+
+    def collections_list(self) -> list[int]:
+        """The ids of the events that have a collection at AWS (for the sweep of orphans)."""
+        prefix = f"{self.collection_prefix}-event-"
+        found: list[int] = []
+        token = ""
+        while True:
+            params: dict[str, Any] = {"MaxResults": 1000}
+            if token:
+                params["NextToken"] = token
+            response = self._call("ListCollections", **params)
+            for name in response.get("CollectionIds", []):
+                if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                    found.append(int(name[len(prefix) :]))
+            token = response.get("NextToken", "")
+            if not token:
+                return found
 
     # --- forgetting ------------------------------------------------------------------------------
     def member_forget(self, *, user_id: int, engine_ref: str, event_ids: Sequence[int]) -> None:

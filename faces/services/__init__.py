@@ -12,6 +12,7 @@ This package never imports ``photos``: it is handed ids and images.
 from .accounting import (  # noqa: F401
     engine_calls_count,
     engine_calls_summary,
+    engine_faces_stored,
 )
 from .engines import engine_get  # noqa: F401
 from .indexing import faces_detect_for_photo, faces_store  # noqa: F401
@@ -34,6 +35,7 @@ from .members import (  # noqa: F401
     selfie_register,
 )
 from .rounds import (  # noqa: F401
+    collections_orphaned_sweep,
     event_deleted,
     event_forget,
     event_rematch,

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from core.counters import row_add
 
-from ..models import EngineCall
+from ..models import CollectionFace, EngineCall
 
 
 def engine_calls_count(*, engine: str, operation: str, count: int = 1) -> None:
@@ -20,6 +20,11 @@ def engine_calls_count(*, engine: str, operation: str, count: int = 1) -> None:
         amount=count,
         also={"updated_at": timezone.now()},
     )
+
+
+def engine_faces_stored() -> int:
+    """Faces the engine keeps for us (Rekognition bills them per face-month)."""
+    return CollectionFace.objects.count()
 
 
 def engine_calls_summary() -> dict[str, dict[str, int]]:

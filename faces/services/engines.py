@@ -12,7 +12,9 @@ import threading
 from collections.abc import Callable
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
+from core.pacing import pace
 from core.semaphore import semaphore
 
 from ..engines.base import FaceEngine, no_cap
@@ -30,6 +32,12 @@ def _cap(name: str, slots: int) -> Callable[[], contextlib.AbstractContextManage
     if slots <= 0:
         return no_cap
     return lambda: semaphore(name, slots)
+
+
+def _pace(name: str, per_second: float) -> Callable[[], float] | None:
+    if per_second <= 0:
+        return None
+    return lambda: pace(name, per_second)
 
 
 def engine_build(name: str) -> FaceEngine:
@@ -57,6 +65,14 @@ def engine_build(name: str) -> FaceEngine:
             max_retries=settings.REKOGNITION_MAX_RETRIES,
             on_call=_counter(name),
             cap=_cap("rekognition", settings.AWS_CONCURRENT_REQUESTS),
+            # Beside the cap on calls in flight, the rate of calls across the fleet: AWS's
+            # quotas are per second, per account and region.
+            pace=_pace("rekognition", settings.AWS_REQUESTS_PER_SECOND),
+            client_factory=(
+                import_string(settings.REKOGNITION_CLIENT_FACTORY)
+                if settings.REKOGNITION_CLIENT_FACTORY
+                else None
+            ),
         )
     raise ValueError(f"unknown face engine {name!r}")
 

@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 
 from PIL import Image
 
+from events.models import Event
+
 from ..engines.base import DetectedFace
 from ..models import CollectionFace, Face, Match
 from .engines import engine_get
@@ -42,6 +44,12 @@ def faces_detect_for_photo(
             engine.faces_forget(event_id=event_id, face_ids=sorted(stale))
             CollectionFace.objects.filter(event_id=event_id, face_id__in=stale).delete()
     detected = engine.photo_index(event_id=event_id, photo_id=photo_id, image=image, source=source)
+    if engine.stores_vectors and not Event.objects.filter(pk=event_id).exists():
+        # The event was deleted while this photo was indexed, and IndexFaces may have made its
+        # collection again after event_forget deleted it. Checked after indexing, so either
+        # this sees the event gone, or the deletion commits (and event_forget runs) after it.
+        engine.event_forget(event_id=event_id)
+        return []
     if engine.stores_vectors:
         CollectionFace.objects.bulk_create(
             [

@@ -18,10 +18,11 @@ from core.errors import ApplicationError
 from core.imaging import ImageRejected, decode_upright, encode, inspect, resized
 from events.selectors import member_event_ids, member_is_in
 
-from ..engines.base import EngineError, FaceRecord
+from ..engines.base import EngineError, FaceRecord, SelfieUnusable
 from ..models import Face, Match, MemberSearch
 from .engines import engine_get
 from .matching import event_lock, galleries_changed, member_merge, member_record
+from .selfies import members_for_search, selfie_retake_request
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,15 @@ BACKMATCH_JOB = jobs.JobKind(
 JOB_KINDS = (SELFIE_JOB, BACKMATCH_JOB)
 
 
-def member_backmatch_request(*, user_id: int, event_id: int, dispatch: bool = True) -> MemberSearch:
+def member_backmatch_request(
+    *, user_id: int, event_id: int, dispatch: bool = True, new_selfie: bool = False
+) -> MemberSearch:
     """Record that the member must be matched against the event's stored photos, and hand it
     to the queue after commit (or leave it to the caller, who runs it at once).
 
     The row is the record: until the back-match is done, the job sweep sees it queued and
-    completes it, whatever happened to the message."""
+    completes it, whatever happened to the message. ``new_selfie``: the member was searched
+    with another selfie so far, so every face must be searched again."""
     now = timezone.now()
     fields = {
         "status": MemberSearch.Status.QUEUED,
@@ -55,6 +59,8 @@ def member_backmatch_request(*, user_id: int, event_id: int, dispatch: bool = Tr
         "lease_expires_at": None,
         "dispatched_at": now if dispatch else None,
     }
+    if new_selfie:
+        fields["faces_through"] = 0
     with transaction.atomic():
         row, created = MemberSearch.objects.get_or_create(
             user_id=user_id, event_id=event_id, defaults=fields
@@ -112,8 +118,8 @@ def _member_backmatch(*, user_id: int, event_id: int) -> int | None:
         return None
     if not member_is_in(user_id=user_id, event_id=event_id):
         return 0
-    member = member_record(
-        user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref
+    [member] = members_for_search(
+        [member_record(user_id=user_id, descriptor=selfie.descriptor, engine_ref=selfie.engine_ref)]
     )
     # The faces are read under the event's lock, which a photo's task holds from storing its
     # faces to committing them: a photo either committed before this read, or reads the
@@ -129,12 +135,26 @@ def _member_backmatch(*, user_id: int, event_id: int) -> int | None:
                 event_id=event_id, engine=engine.name
             ).values_list("pk", "photo_id", "descriptor", "engine_face_id")
         ]
-    fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
+    through = max((f.id for f in faces), default=0)
+    searched = (
+        MemberSearch.objects.filter(user_id=user_id, event_id=event_id)
+        .values_list("faces_through", flat=True)
+        .first()
+    )
+    if through and (searched or 0) >= through:
+        # Searched through the newest face already (a join that raced the selfie's indexing,
+        # a round): a second search would cost a call and find nothing new.
+        return Match.objects.filter(user_id=user_id, event_id=event_id, rejected=False).count()
+    try:
+        fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
+    except SelfieUnusable as exc:
+        selfie_retake_request(user_id=user_id, reason=str(exc))
+        return 0
     return member_merge(
         user_id=user_id,
         event_id=event_id,
         fresh=fresh,
-        through=max((f.id for f in faces), default=0),
+        through=through,
     )
 
 
@@ -192,7 +212,9 @@ def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
             # since the read above is back-matched too (or its join saw the selfie indexed).
             event_ids = member_event_ids(user_id=user_id)
             for event_id in event_ids:
-                member_backmatch_request(user_id=user_id, event_id=event_id, dispatch=False)
+                member_backmatch_request(
+                    user_id=user_id, event_id=event_id, dispatch=False, new_selfie=True
+                )
     if not updated:  # deleted or replaced meanwhile: its vectors must not linger
         engine.member_forget(user_id=user_id, engine_ref=enrollment.engine_ref, event_ids=event_ids)
         return None
@@ -265,4 +287,7 @@ def selfie_register(*, user: User, upload: UploadedFile | None, consent: str) ->
     # Stored as an upright JPEG: a phone's HEIC becomes something every engine reads.
     jpeg = encode(resized(image, side), "JPEG", quality=90)
     stored = SimpleUploadedFile("selfie.jpg", jpeg, content_type="image/jpeg")
-    return selfie_store(user=user, upload=stored)
+    face = faces[0]
+    return selfie_store(
+        user=user, upload=stored, face_box=(face.left, face.top, face.width, face.height)
+    )

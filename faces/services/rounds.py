@@ -1,9 +1,19 @@
 """Batched re-matching for engines that pay per search (Rekognition).
 
 Such engines propose no candidates as a photo is stored. Instead, a stored photo asks for a
-re-match round of its event; one round runs per window (REKOGNITION_MATCH_WINDOW_S) and
-searches each member once for every photo of the window. Everything that coordinates the
-rounds lives in the shared cache and the database.
+re-match round of its event, and a round searches each member behind the newest face once,
+whatever the number of photos it covers. So the cost of matching is members x rounds, and
+when rounds run is the trade-off between calls and lag (bench/rekognition.py, README):
+
+- a round waits until no face has been stored in the event for REKOGNITION_MATCH_WINDOW_S
+  (60 s): a burst of photos is one round, run a window after its last photo;
+- but never longer than REKOGNITION_MATCH_MAX_WAIT_S (240 s) after the oldest face not yet
+  searched for every member: photos trickling in for hours are searched every 4 minutes.
+
+100 photos and 50 members (25 before the photos, 25 after) cost 150 calls in a burst, and
+200 over 10 minutes at 10 photos a minute (the prototype's round per window: 600), with every
+photo matched within the maximum wait plus one round. Everything that coordinates the rounds
+lives in the shared cache and the database.
 """
 
 from __future__ import annotations
@@ -14,17 +24,19 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from accounts.selectors import selfies_indexed
 from core import jobs
+from events.models import Event
 from events.selectors import member_ids
 
-from ..engines.base import FaceRecord
+from ..engines.base import FaceRecord, SelfieUnusable
 from ..models import CollectionFace, Face, MemberSearch
 from .engines import engine_get
 from .matching import member_merge, member_records
+from .selfies import members_for_search, selfie_retake_request
 
 
 def _rematch_key(event_id: int) -> str:
@@ -49,7 +61,8 @@ def event_rematch_schedule(*, event_id: int, delay_s: float | None = None) -> bo
 
     window = settings.REKOGNITION_MATCH_WINDOW_S
     key = _rematch_key(event_id)
-    if not cache.add(key, timezone.now().isoformat(), timeout=window):
+    # The mark lives until the round it stands for is due: until then, no photo adds another.
+    if not cache.add(key, timezone.now().isoformat(), timeout=max(window, delay_s or 0) + 1):
         return False
     try:
         schedule(
@@ -97,6 +110,16 @@ def event_rematch(*, event_id: int) -> int:
             (m for m in member_records(event_id) if searched.get(m.user_id, 0) < newest),
             key=lambda m: m.user_id,
         )
+        if not behind:
+            return 0
+        wait = _round_wait_s(
+            event_id=event_id, through=min(searched.get(m.user_id, 0) for m in behind)
+        )
+        if wait > 0:
+            # Photos are still coming: one round for all of them, a little later.
+            event_rematch_schedule(event_id=event_id, delay_s=wait)
+            return 0
+        behind = members_for_search(behind)
         # Stop well inside the task's timeout; the members left are the next round's, at once.
         budget_ends = time.monotonic() + settings.PHOTO_TASK_TIMEOUT / 2
         for searched_count, member in enumerate(behind):
@@ -104,7 +127,11 @@ def event_rematch(*, event_id: int) -> int:
                 event_rematch_schedule(event_id=event_id, delay_s=0)
                 return searched_count
             # The search runs outside any transaction or lock: it is a network call.
-            fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
+            try:
+                fresh = engine.member_candidates(event_id=event_id, member=member, faces=faces)
+            except SelfieUnusable as exc:
+                selfie_retake_request(user_id=member.user_id, reason=str(exc))
+                continue
             member_merge(user_id=member.user_id, event_id=event_id, fresh=fresh, through=newest)
         return len(behind)
     except Exception:
@@ -113,6 +140,19 @@ def event_rematch(*, event_id: int) -> int:
         raise
     finally:
         cache.delete(running)
+
+
+def _round_wait_s(*, event_id: int, through: int) -> float:
+    """Seconds this round should still wait: until the event has been quiet for the window, but
+    no longer than the maximum wait after the oldest face not searched for every member."""
+    times = Face.objects.filter(event_id=event_id, pk__gt=through).aggregate(
+        oldest=Min("created_at"), newest=Max("created_at")
+    )
+    if times["newest"] is None:
+        return 0.0
+    quiet = times["newest"] + timedelta(seconds=settings.REKOGNITION_MATCH_WINDOW_S)
+    longest = times["oldest"] + timedelta(seconds=settings.REKOGNITION_MATCH_MAX_WAIT_S)
+    return max(0.0, (min(quiet, longest) - timezone.now()).total_seconds())
 
 
 def events_rematch_sweep() -> int:
@@ -155,3 +195,17 @@ def event_forget(*, event_id: int) -> None:
     engine_get().event_forget(event_id=event_id)
     CollectionFace.objects.filter(event_id=event_id).delete()
     cache.delete(_rematch_key(event_id))
+
+
+def collections_orphaned_sweep() -> int:
+    """Delete every collection at AWS whose event is gone, whatever the timing that left it:
+    a photo indexed (and its collection made again) after its event's collection was deleted,
+    by a worker killed before it could delete it itself. Returns how many were deleted."""
+    if settings.FACE_ENGINE != "rekognition":
+        return 0
+    engine = engine_get()
+    held = set(engine.collections_list())
+    alive = set(Event.objects.filter(pk__in=held).values_list("pk", flat=True))
+    for event_id in sorted(held - alive):
+        event_forget(event_id=event_id)
+    return len(held - alive)

@@ -54,6 +54,13 @@ def engine(settings, monkeypatch):
     settings.REKOGNITION_COLLECTION_PREFIX = "findme"
     settings.REKOGNITION_MATCH_THRESHOLD = THRESHOLD
     settings.REKOGNITION_MATCH_WINDOW_S = 60
+    # A round runs when it is called: when rounds run is tested with the emulator
+    # (tests/faces/test_rekognition_emulated.py).
+    settings.REKOGNITION_MATCH_MAX_WAIT_S = 0
+    # The Stubber answers once per response given: a throttled call is not tried again here,
+    # so that what the task does when the engine's retries are spent is what is tested.
+    settings.REKOGNITION_MAX_RETRIES = 0
+    settings.AWS_REQUESTS_PER_SECOND = 0
     _engines.clear()
     built = engine_get()
     assert isinstance(built, RekognitionEngine)
@@ -585,14 +592,15 @@ def test_selfie_check_uses_detect_faces_and_keeps_fractional_boxes(engine, stub)
     assert calls("DetectFaces") == 1
 
 
-def test_client_is_built_lazily_with_timeouts_and_adaptive_retries(settings):
+def test_client_is_built_lazily_with_timeouts_and_one_attempt_per_paced_turn(settings):
     engine = engine_build("rekognition")
     assert engine._client is None  # nothing built at construction, let alone at import
     config = engine.client.meta.config
     assert config.connect_timeout == settings.AWS_CONNECT_TIMEOUT_S
     assert config.read_timeout == settings.AWS_READ_TIMEOUT_S
-    assert config.retries["mode"] == "adaptive"
-    assert config.retries["total_max_attempts"] == settings.REKOGNITION_MAX_RETRIES + 1
+    # The engine retries itself, each attempt at a turn of the fleet-wide rate.
+    assert config.retries["total_max_attempts"] == 1
+    assert engine.max_retries == settings.REKOGNITION_MAX_RETRIES
     assert engine.client.meta.region_name == settings.REKOGNITION_REGION
 
 
@@ -645,3 +653,124 @@ def test_selfie_check_makes_no_aws_call(stub, attendee_client, attendee, faces_d
     assert answer.json()["faces_found"] == 1
     stub.assert_no_pending_responses()
     assert not EngineCall.objects.filter(engine="rekognition").exists()
+
+
+# --- past 4096 matches and the users it takes: the request shapes -------------------------------
+def test_a_full_search_goes_on_face_by_face_through_a_user_deleted_afterwards(engine, stub):
+    """4096 matches is SearchFacesByImage's ceiling: the faces it did not return are searched
+    with SearchUsers against the member as a User, made for the time of it and deleted."""
+    from faces.engines.base import FaceRecord, MemberRecord
+
+    collection = "findme-event-7"
+    fids = [face_id() for _ in range(4098)]
+    faces = [
+        FaceRecord(id=i, photo_id=i, descriptor=None, engine_face_id=f) for i, f in enumerate(fids)
+    ]
+    member = MemberRecord(
+        user_id=5,
+        descriptor=None,
+        engine_ref="",
+        selfie=lambda: Image.new("RGB", (200, 200), (150, 120, 100)),
+        selfie_face=(0.25, 0.25, 0.5, 0.5),
+    )
+    full = search_response([(f, 99.0) for f in fids[:4096]])
+    full["SearchedFaceBoundingBox"] = {"Left": 0.3, "Top": 0.3, "Width": 0.4, "Height": 0.4}
+    stub.add_response(
+        "search_faces_by_image",
+        full,
+        {
+            "CollectionId": collection,
+            "Image": {"Bytes": ANY},
+            "MaxFaces": 4096,
+            "FaceMatchThreshold": THRESHOLD,
+        },
+    )
+    selfie_face = face_id()
+    stub.add_response(
+        "index_faces",
+        index_response(0, [selfie_face]),
+        {
+            "CollectionId": collection,
+            "Image": {"Bytes": ANY},
+            "ExternalImageId": "member-5",
+            "MaxFaces": 1,
+            "QualityFilter": "AUTO",
+        },
+    )
+    stub.add_response("create_user", {}, {"CollectionId": collection, "UserId": "member-5"})
+    stub.add_response(
+        "associate_faces",
+        {"AssociatedFaces": [{"FaceId": selfie_face}], "UserStatus": "ACTIVE"},
+        {"CollectionId": collection, "UserId": "member-5", "FaceIds": [selfie_face]},
+    )
+    for fid, similarity in sorted(zip(fids[4096:], (98.0, 60.0), strict=True)):
+        matches = (
+            [{"Similarity": similarity, "User": {"UserId": "member-5", "UserStatus": "ACTIVE"}}]
+            if similarity >= THRESHOLD
+            else []
+        )
+        stub.add_response(
+            "search_users",
+            {"UserMatches": matches, "FaceModelVersion": "7.0", "SearchedFace": {"FaceId": fid}},
+            {
+                "CollectionId": collection,
+                "FaceId": fid,
+                "UserMatchThreshold": THRESHOLD,
+                "MaxUsers": 500,
+            },
+        )
+    stub.add_response("delete_user", {}, {"CollectionId": collection, "UserId": "member-5"})
+    stub.add_response(
+        "delete_faces",
+        {"DeletedFaces": [selfie_face]},
+        {"CollectionId": collection, "FaceIds": [selfie_face]},
+    )
+    found = engine.member_candidates(event_id=7, member=member, faces=faces)
+    stub.assert_no_pending_responses()
+    assert sorted(c.face_id for c in found) == list(range(4097))  # 4096, and one more of two
+
+
+def test_the_searched_face_must_be_the_selfies(engine, stub):
+    from faces.engines.base import FaceRecord, MemberRecord, SelfieUnusable
+
+    member = MemberRecord(
+        user_id=5,
+        descriptor=None,
+        engine_ref="",
+        selfie=lambda: Image.new("RGB", (200, 200), (150, 120, 100)),
+        selfie_face=(0.25, 0.25, 0.5, 0.5),
+    )
+    answer = search_response([])
+    answer["SearchedFaceBoundingBox"] = {"Left": 0.0, "Top": 0.0, "Width": 0.2, "Height": 0.2}
+    stub.add_response(
+        "search_faces_by_image",
+        answer,
+        {
+            "CollectionId": "findme-event-7",
+            "Image": {"Bytes": ANY},
+            "MaxFaces": 4096,
+            "FaceMatchThreshold": THRESHOLD,
+        },
+    )
+    with pytest.raises(SelfieUnusable):
+        engine.member_candidates(
+            event_id=7,
+            member=member,
+            faces=[FaceRecord(id=1, photo_id=1, descriptor=None, engine_face_id=face_id())],
+        )
+    stub.assert_no_pending_responses()
+
+
+def test_orphaned_collections_are_listed_page_by_page(engine, stub):
+    stub.add_response(
+        "list_collections",
+        {"CollectionIds": ["findme-event-1", "other"], "NextToken": "t"},
+        {"MaxResults": 1000},
+    )
+    stub.add_response(
+        "list_collections",
+        {"CollectionIds": ["findme-event-22"]},
+        {"MaxResults": 1000, "NextToken": "t"},
+    )
+    assert engine.collections_list() == [1, 22]
+    stub.assert_no_pending_responses()
