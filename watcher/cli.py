@@ -18,6 +18,7 @@ from . import manifest as m
 from .client import Client, RetryPolicy
 from .manifest import Manifest
 from .pipeline import Watcher
+from .progress import TerminalProgress
 
 EXIT_OK = 0
 EXIT_UNFINISHED = 1  # something is still pending or failed
@@ -28,8 +29,10 @@ DESCRIPTION = """\
 Upload the photos of a folder to a FindMe event, exactly once each.
 
 Scans DIR (recursively), uploads every photo (.jpg .jpeg .png .webp .heic .heif; hidden and
-temporary files are skipped), then keeps watching for new ones until Ctrl-C. A file is read
-only once its size and modification time have stayed the same for --settle seconds.
+temporary files are skipped), then keeps watching for new ones until Ctrl-C, printing one line
+per file (new, duplicate, rejected or failed, with the photo's id and the rate in files per
+second). A file is read only once its size and modification time have stayed the same for
+--settle seconds.
 
 Progress is kept in DIR/.findme-manifest.sqlite3: stop or kill the watcher at any moment and
 start it again; it uploads nothing twice and forgets nothing. A renamed or copied photo is
@@ -159,42 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class TqdmProgress:
-    """Two bars on stderr: files and bytes. Totals grow as the watcher finds files."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._lock = threading.Lock()
-        common = {"disable": not enabled, "dynamic_ncols": True, "leave": True}
-        self.files = tqdm(total=0, desc="files", unit="file", position=0, **common)
-        self.bytes = tqdm(
-            total=0,
-            desc="bytes",
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            position=1,
-            **common,
-        )
-
-    def add(self, files: int, nbytes: int) -> None:
-        with self._lock:
-            self.files.total += files
-            self.bytes.total += nbytes
-            self.files.refresh()
-            self.bytes.refresh()
-
-    def advance(self, files: int, nbytes: int) -> None:
-        with self._lock:
-            if files:
-                self.files.update(files)
-            if nbytes:
-                self.bytes.update(nbytes)
-
-    def close(self) -> None:
-        self.bytes.close()
-        self.files.close()
-
-
 class TqdmHandler(logging.Handler):
     """Log lines printed above the progress bars instead of through them."""
 
@@ -274,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Watching {folder} for event '{args.event}' on {args.server}. Ctrl-C stops.",
             file=sys.stderr,
         )
-    progress = TqdmProgress(enabled=not args.no_progress)
+    progress = TerminalProgress(
+        bars=not args.no_progress, lines=not args.once, out=sys.stdout, err=sys.stderr
+    )
     watcher = Watcher(
         folder,
         manifest,

@@ -24,6 +24,7 @@ from . import manifest as m
 from .client import CHECK_BATCH, Answer, Client, FatalError, FileChanged, GaveUp, Stopped
 from .folder import TEMPORARY_PREFIXES, FolderEvents, Settler, is_photo, relative_name, scan
 from .manifest import Manifest
+from .progress import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,18 @@ CHECK_GATHER_S = 0.3
 
 class Progress(Protocol):
     def add(self, files: int, nbytes: int) -> None: ...
-    def advance(self, files: int, nbytes: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def done(self, outcome: Outcome, nbytes: int) -> None: ...
 
 
 class NoProgress:
     def add(self, files: int, nbytes: int) -> None:
         pass
 
-    def advance(self, files: int, nbytes: int) -> None:
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def done(self, outcome: Outcome, nbytes: int) -> None:
         pass
 
 
@@ -296,7 +301,7 @@ class Watcher:
                 photo_id=known.photo_id,
                 message=message,
             )
-            self._done(photo, state)
+            self._done(photo, state, photo_id=known.photo_id, message=message)
             return
         # Recorded before any byte leaves: a kill from here on leaves a pending row that the
         # next run asks the server about.
@@ -348,7 +353,7 @@ class Watcher:
                 sha256=photo.sha256,
                 size=photo.size,
                 mtime_ns=photo.mtime_ns,
-                on_bytes=lambda n: self.progress.advance(0, n),
+                on_bytes=self.progress.advance,
             )
         except FileChanged:
             return _CHANGED
@@ -387,7 +392,13 @@ class Watcher:
                     self._to_check.extend(followers)
                 continue
             assert isinstance(answer, Answer)
-            self._done(leader, answer.state, streamed=answer.state in m.ON_SERVER)
+            self._done(
+                leader,
+                answer.state,
+                photo_id=answer.photo_id,
+                message=answer.message,
+                streamed=answer.state in m.ON_SERVER,
+            )
             if followers:
                 state = m.DUPLICATE if answer.state in m.ON_SERVER else answer.state
                 message = f"same bytes as {leader.name}" if state == m.DUPLICATE else answer.message
@@ -407,9 +418,17 @@ class Watcher:
             [p.name for p in photos], state, sha256=sha256, photo_id=photo_id, message=message
         )
         for photo in photos:
-            self._done(photo, state)
+            self._done(photo, state, photo_id=photo_id, message=message)
 
-    def _done(self, photo: _Photo, state: str, *, streamed: bool = False) -> None:
+    def _done(
+        self,
+        photo: _Photo,
+        state: str,
+        *,
+        photo_id: int | None = None,
+        message: str = "",
+        streamed: bool = False,
+    ) -> None:
         if state == m.UPLOADED:
             self.totals.uploaded += 1
         elif state == m.DUPLICATE:
@@ -419,7 +438,9 @@ class Watcher:
         elif state == m.FAILED:
             self.totals.failed += 1
         # An upload's bytes were counted as they streamed.
-        self.progress.advance(1, 0 if streamed else photo.size)
+        self.progress.done(
+            Outcome(photo.name, state, photo_id, message), 0 if streamed else photo.size
+        )
         self._busy.discard(photo.name)
         if photo.name in self._dirty:
             self._dirty.discard(photo.name)

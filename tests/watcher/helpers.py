@@ -70,6 +70,44 @@ def start_watcher(*command: str) -> subprocess.Popen:
     )
 
 
+class Collected:
+    """A running process's stdout and stderr, read as they come by two threads, so that a test
+    can look at what was on the screen before the process ended."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self._chunks: dict[str, list[str]] = {"out": [], "err": []}
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._read, args=(proc.stdout, "out"), daemon=True),
+            threading.Thread(target=self._read, args=(proc.stderr, "err"), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read(self, stream: io.TextIOBase, key: str) -> None:
+        # One character at a time: progress bars end their frames with \r, not \n.
+        while char := stream.read(1):
+            with self._lock:
+                self._chunks[key].append(char)
+
+    @property
+    def out(self) -> str:
+        with self._lock:
+            return "".join(self._chunks["out"])
+
+    @property
+    def err(self) -> str:
+        with self._lock:
+            return "".join(self._chunks["err"])
+
+    def finish(self, timeout: float = 30) -> None:
+        """Wait for the process and for the readers to reach the end of both streams."""
+        self.proc.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+
+
 def manifest_rows(folder: Path) -> dict[str, tuple[str, str, int | None, str]]:
     """path -> (state, sha256, photo_id, message), read as another process would."""
     path = folder / FILENAME

@@ -1,8 +1,11 @@
-"""The watcher's parts without a server: which files count, settling, the retry policy."""
+"""The watcher's parts without a server: which files count, settling, the retry policy, and
+what it prints."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +14,11 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
+from watcher import manifest as m
 from watcher.client import RetryPolicy, retry_after_of
 from watcher.folder import Settler, is_photo, scan
 from watcher.manifest import Manifest
+from watcher.progress import Outcome, TerminalProgress
 
 
 @pytest.mark.parametrize(
@@ -163,3 +168,88 @@ def test_help_documents_every_option():
         "--max-backoff", "--give-up-after", "--rescan", "--no-progress", "exit status",
     ):  # fmt: skip
         assert option in result.stdout
+
+
+# --- what the photographer sees -------------------------------------------------------------------
+def files_frames(err: str) -> list[str]:
+    """Every drawing of the files bar, in order (tqdm ends each with \\r or \\n)."""
+    return [frame for frame in re.split(r"[\r\n]", err) if frame.startswith("files:")]
+
+
+def test_the_files_bar_shows_n_of_n_as_soon_as_the_last_file_is_done():
+    """Not only when the bar is closed: a watcher that keeps watching never closes it, and tqdm
+    skipped the last redraw when it came within 0.1 s of the one before (issue 12: "15/16")."""
+    err = io.StringIO()
+    progress = TerminalProgress(bars=True, lines=False, out=io.StringIO(), err=err)
+    progress.add(16, 16 * 1000)
+    for i in range(16):
+        progress.done(Outcome(f"IMG_{i:04d}.jpg", m.UPLOADED, 100 + i), 1000)
+    last = files_frames(err.getvalue())[-1]
+    assert "100%" in last and " 16/16 " in last, last
+    assert "s/file" not in err.getvalue()
+    progress.close()
+
+
+def test_each_line_names_the_file_its_result_its_photo_and_the_bursts_rate():
+    """The rate counts the files of the current burst over its own duration: the hour spent
+    waiting for the next photo does not turn it into "3600 s/file"."""
+    clock = Clock()
+    out = io.StringIO()
+    progress = TerminalProgress(
+        bars=False, lines=True, out=out, err=io.StringIO(), clock=clock, timestamps=False
+    )
+    progress.add(4, 4000)
+    for outcome in (
+        Outcome("IMG_0001.jpg", m.UPLOADED, 17),
+        Outcome("IMG_0002.jpg", m.UPLOADED, 18),
+        Outcome("copy.jpg", m.DUPLICATE, 17, "same bytes as IMG_0001.jpg"),
+        Outcome("notes.jpg", m.REJECTED, None, "unsupported_type: not an image"),
+    ):
+        clock.now += 0.5
+        progress.done(outcome, 1000)
+    clock.now += 3600  # the event goes quiet for an hour
+    progress.add(2, 2000)
+    clock.now += 0.25
+    progress.done(
+        Outcome("IMG_0003.jpg", m.DUPLICATE, None, "the server already had these bytes"), 0
+    )
+    clock.now += 0.75
+    progress.done(Outcome("IMG_0004.jpg", m.FAILED, None, "HTTP 503 unavailable: down"), 0)
+    assert out.getvalue().splitlines() == [
+        "IMG_0001.jpg: new, photo 17  [1/4, 2 files/s]",
+        "IMG_0002.jpg: new, photo 18  [2/4, 2 files/s]",
+        "copy.jpg: duplicate, photo 17  [3/4, 2 files/s]",
+        "notes.jpg: rejected, unsupported_type: not an image  [4/4, 2 files/s]",
+        "IMG_0003.jpg: duplicate, the server already had these bytes  [5/6, 4 files/s]",
+        "IMG_0004.jpg: failed, HTTP 503 unavailable: down (tried again at the next rescan)"
+        "  [6/6, 2 files/s]",
+    ]
+    progress.close()
+
+
+def test_a_file_given_back_does_not_count_in_the_rate_or_the_total():
+    clock = Clock()
+    out = io.StringIO()
+    progress = TerminalProgress(
+        bars=False, lines=True, out=out, err=io.StringIO(), clock=clock, timestamps=False
+    )
+    progress.add(2, 2000)
+    progress.add(-1, -1000)  # it changed while it was hashed: it settles again, later
+    clock.now += 4
+    progress.done(Outcome("a.jpg", m.UPLOADED, 1), 1000)
+    assert out.getvalue() == "a.jpg: new, photo 1  [1/1, 0.25 files/s]\n"
+
+
+def test_the_rate_of_a_finished_burst_holds_while_the_folder_is_quiet():
+    clock = Clock()
+    err = io.StringIO()
+    progress = TerminalProgress(bars=True, lines=False, out=io.StringIO(), err=err, clock=clock)
+    progress.add(2, 2000)
+    for name in ("a.jpg", "b.jpg"):
+        clock.now += 0.5
+        progress.done(Outcome(name, m.UPLOADED, 1), 1000)
+    clock.now += 600
+    progress.add(1, 1000)
+    progress.add(-1, -1000)  # it was still being written: back to settling, no new burst yet
+    assert files_frames(err.getvalue())[-1].endswith(", 2 files/s]")
+    progress.close()

@@ -6,6 +6,7 @@ The watcher runs as a real subprocess (``python -m watcher``), as a photographer
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -21,6 +22,7 @@ from photos.models import Photo
 from watcher.manifest import FILENAME
 
 from .helpers import (
+    Collected,
     TcpForwarder,
     free_port,
     jpeg_noise,
@@ -320,3 +322,59 @@ def test_photos_in_a_folder_created_while_watching_are_uploaded(live_server, eve
         sha256_of(data)
     ]
     assert set(manifest_rows(folder)) == {"day2/ceremony/IMG_0100.jpg"}
+
+
+# One line per file in watch mode: "12:03:04 IMG_0001.jpg: new, photo 17  [3/7, 2.4 files/s]".
+LINE = re.compile(
+    r"^\d\d:\d\d:\d\d (?P<name>\S+): (?P<result>new|duplicate|rejected|failed)"
+    r"(?:, (?P<detail>.*?))?  \[(?P<done>\d+)/(?P<total>\d+), (?P<rate>[\d.]+) files/s\]$",
+    re.MULTILINE,
+)
+
+
+def test_watch_mode_prints_a_line_per_file_and_a_bar_that_reaches_n_of_n(
+    live_server, event, token, folder
+):
+    hashes = write_photos(folder, 5)
+    (folder / "copies").mkdir()
+    (folder / "copies" / "again.jpg").write_bytes((folder / "IMG_0002.jpg").read_bytes())
+    (folder / "notes.jpg").write_text("call the caterer at 5pm\n")
+    proc = start_watcher(
+        *watcher_command(folder, live_server.url, event.slug, token, "--settle", "0", progress=True)
+    )
+    seen = Collected(proc)
+    try:
+        wait_until(
+            lambda: len(LINE.findall(seen.out)) == 7, timeout=30, what="seven lines", poll=0.1
+        )
+        # The bar is read while the watcher still watches: closing it would draw it anyway.
+        wait_until(
+            lambda: re.search(r"files: 100%\|[^\r\n]*\| 7/7 ", seen.err),
+            timeout=10,
+            what=f"the files bar at 7/7, last drawn:\n{seen.err[-300:]}",
+        )
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        seen.finish()
+    assert proc.returncode == 0, seen.err
+
+    lines = {match["name"]: match for match in LINE.finditer(seen.out)}
+    photo_ids = dict(Photo.objects.filter(event=event).values_list("sha256", "pk"))
+    for name in ("IMG_0000.jpg", "IMG_0001.jpg", "IMG_0003.jpg", "IMG_0004.jpg"):
+        assert (lines[name]["result"], lines[name]["detail"]) == (
+            "new",
+            f"photo {photo_ids[hashes[name]]}",
+        )
+    # Two files with the same bytes: whichever went first is new, the other its duplicate.
+    twins = sorted(lines[name]["result"] for name in ("IMG_0002.jpg", "copies/again.jpg"))
+    assert twins == ["duplicate", "new"]
+    for name in ("IMG_0002.jpg", "copies/again.jpg"):
+        assert lines[name]["detail"] == f"photo {photo_ids[hashes['IMG_0002.jpg']]}"
+    rejection = manifest_rows(folder)["notes.jpg"][3]
+    assert (lines["notes.jpg"]["result"], lines["notes.jpg"]["detail"]) == ("rejected", rejection)
+    assert sorted(int(match["done"]) for match in lines.values()) == list(range(1, 8))
+    assert {match["total"] for match in lines.values()} == {"7"}
+    assert all(float(match["rate"]) > 0 for match in lines.values())
+    assert "s/file" not in seen.out + seen.err
+    assert len(photo_ids) == 5
