@@ -1,4 +1,4 @@
-"""The command line: ``python -m watcher DIR --server URL --event SLUG --token TOKEN``."""
+"""The command line: ``FINDME_TOKEN=... python -m watcher DIR --server URL --event SLUG``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tqdm import tqdm
 from . import __version__
 from . import manifest as m
 from .client import Client, RetryPolicy
+from .folder import IMAGE_SUFFIXES, findme_checkout_of, scan, source_tree_reason
 from .manifest import Manifest
 from .pipeline import Watcher
 from .progress import TerminalProgress
@@ -32,7 +33,11 @@ Scans DIR (recursively), uploads every photo (.jpg .jpeg .png .webp .heic .heif;
 temporary files are skipped), then keeps watching for new ones until Ctrl-C, printing one line
 per file (new, duplicate, rejected or failed, with the photo's id and the rate in files per
 second). A file is read only once its size and modification time have stayed the same for
---settle seconds.
+--settle seconds. A folder that looks like source code (a Python package, a project's root)
+is refused: the manifest below would be written into it.
+
+The token is a staff user's API token, read from FINDME_TOKEN or from the file given with
+--token-file, so that it never shows in the process list.
 
 Progress is kept in DIR/.findme-manifest.sqlite3: stop or kill the watcher at any moment and
 start it again; it uploads nothing twice and forgets nothing. A renamed or copied photo is
@@ -52,12 +57,13 @@ exit status:
   2  bad arguments, or the server refused the run (wrong token, not staff, unknown event)
 
 environment:
-  FINDME_SERVER, FINDME_EVENT, FINDME_TOKEN stand in for --server, --event, --token
-  (a token in the environment stays out of the process list).
+  FINDME_SERVER, FINDME_EVENT stand in for --server, --event
+  FINDME_TOKEN  the token, unless --token-file is given
 
-example:
+examples:
+  export FINDME_TOKEN=0123abcd...      # or keep it in a file: --token-file ~/.findme-token
   python -m watcher ~/Pictures/wedding --server https://findme.example.com \\
-      --event smith-wedding --token 0123abcd...
+      --event smith-wedding
 """
 
 
@@ -96,10 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the event's slug, as in /api/events/SLUG/ (env FINDME_EVENT)",
     )
     parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        type=Path,
+        help="a file holding a staff user's API token (readable by you alone: chmod 600);"
+        " without it the token comes from FINDME_TOKEN",
+    )
+    parser.add_argument(
         "--token",
         metavar="TOKEN",
-        default=os.environ.get("FINDME_TOKEN"),
-        help="a staff user's API token (env FINDME_TOKEN)",
+        help="the token itself: kept for old scripts, but every user of this machine sees it"
+        " in the process list (ps); prefer FINDME_TOKEN or --token-file",
     )
     parser.add_argument(
         "--once",
@@ -195,17 +208,72 @@ def summary_lines(watcher: Watcher, manifest: Manifest, pending: int) -> list[st
     return lines
 
 
+def warn(message: str) -> None:
+    print(f"Warning: {message}", file=sys.stderr)
+
+
+def token_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The token from --token-file, FINDME_TOKEN or (with a warning) --token."""
+    if args.token and args.token_file:
+        parser.error("give --token-file or --token, not both")
+    if args.token:
+        warn(
+            "--token shows the token to every user of this machine (ps, /proc) and keeps it"
+            " in your shell's history: use FINDME_TOKEN or --token-file instead."
+        )
+        return args.token.strip()
+    if args.token_file:
+        path: Path = args.token_file.expanduser()
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"cannot read the token file {path}: {exc}")
+        if not token:
+            parser.error(f"the token file {path} is empty")
+        if os.name == "posix" and mode & 0o077:
+            warn(f"{path} can be read by other users of this machine: chmod 600 {path}")
+        return token
+    token = os.environ.get("FINDME_TOKEN", "").strip()
+    if not token:
+        parser.error("no token: set FINDME_TOKEN, or give --token-file PATH")
+    return token
+
+
+def check_folder(folder: Path, parser: argparse.ArgumentParser, *, once: bool) -> None:
+    """Refuse a source tree (the manifest would land in it); warn about a folder without photos."""
+    reason = source_tree_reason(folder)
+    if reason is not None:
+        parser.error(
+            f"{folder} looks like source code, not a folder of photos ({reason}). The watcher"
+            " keeps its manifest in the folder it uploads, so it does not start here."
+            " Give it the folder your camera or editor writes photos into."
+        )
+    checkout = findme_checkout_of(folder)
+    if checkout is not None:
+        warn(
+            f"{folder} is inside the FindMe checkout {checkout}: event photos normally live"
+            f" elsewhere ({checkout / 'example-photos'} is the checkout's folder for a try)."
+        )
+    if next(scan(folder), None) is None:
+        kinds = " ".join(sorted(IMAGE_SUFFIXES))
+        then = "nothing to upload." if once else "watching for photos to arrive."
+        warn(f"{folder} holds no photos ({kinds}; hidden and temporary files skipped): {then}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for option in ("server", "event", "token"):
+    for option in ("server", "event"):
         if not getattr(args, option):
             parser.error(f"--{option} is required (or set FINDME_{option.upper()})")
     if not args.server.startswith(("http://", "https://")):
         parser.error("--server must start with http:// or https://")
+    token = token_of(args, parser)
     folder: Path = args.folder.expanduser().resolve()
     if not folder.is_dir():
         parser.error(f"{folder} is not a folder")
+    check_folder(folder, parser, once=args.once)
 
     handler = TqdmHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
@@ -229,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     client = Client(
         args.server,
         args.event,
-        args.token,
+        token,
         timeout=args.timeout,
         # One more than the uploads: the check request never queues behind four slow bodies.
         connections=args.concurrency + 1,

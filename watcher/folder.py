@@ -41,6 +41,52 @@ def scan(root: Path) -> Iterator[Path]:
                 yield path
 
 
+# What the top of a project's source holds, and a folder of photos never does.
+SOURCE_MARKERS = (
+    "pyproject.toml",
+    "setup.py",
+    "setup.cfg",
+    "manage.py",
+    "package.json",
+    "pyvenv.cfg",
+    ".git",
+)
+# `make run` fills this folder, in the checkout's root, with sample photos to try the watcher on.
+EXAMPLE_FOLDER = "example-photos"
+
+
+def source_tree_reason(folder: Path) -> str | None:
+    """Why ``folder`` looks like source code rather than photos; None when it does not.
+
+    The watcher writes its manifest into the folder it uploads: pointed at an app's package
+    (`make run` once printed ./photos, FindMe's own), it found no photos and left a database
+    among the modules.
+    """
+    for directory in (folder, *folder.parents):
+        if (directory / "__init__.py").is_file():
+            if directory == folder:
+                return "it is a Python package"
+            return f"it is inside the Python package {directory}"
+    for marker in SOURCE_MARKERS:
+        if (folder / marker).exists():
+            return f"it holds {marker}"
+    python = next(folder.glob("*.py"), None)
+    if python is not None:
+        return f"it holds Python source ({python.name})"
+    return None
+
+
+def findme_checkout_of(folder: Path) -> Path | None:
+    """The FindMe checkout that ``folder`` lies in, unless it is the checkout's example folder."""
+    for directory in folder.parents:
+        if (directory / "manage.py").is_file() and (directory / "watcher" / "cli.py").is_file():
+            example = directory / EXAMPLE_FOLDER
+            if folder == example or example in folder.parents:
+                return None
+            return directory
+    return None
+
+
 def relative_name(path: Path, root: Path) -> str:
     """The manifest's key: relative to the folder, so the folder can be moved or renamed."""
     return path.relative_to(root).as_posix()

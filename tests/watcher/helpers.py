@@ -36,34 +36,52 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def token_file(directory: Path, token: str) -> Path:
+    """The token in a file only its owner reads, as `make run` writes it."""
+    path = directory / f"token-{sha256_of(token.encode())[:12]}"
+    path.write_text(f"{token}\n")
+    path.chmod(0o600)
+    return path
+
+
 def watcher_command(
     folder: Path, server: str, event: str, token: str, *extra: str, progress: bool = False
 ) -> list[str]:
+    """The watcher as a photographer runs it: the token in a file next to the folder, never on
+    the command line."""
     command = [sys.executable, "-m", "watcher", str(folder), "--server", server]
-    command += ["--event", event, "--token", token, *extra]
+    command += ["--event", event, "--token-file", str(token_file(folder.parent, token)), *extra]
     return command if progress else [*command, "--no-progress"]
 
 
-def watcher_env() -> dict[str, str]:
+def watcher_env(**extra: str) -> dict[str, str]:
     # The watcher is a client: nothing of the test's Django configuration may leak into it.
-    return {
+    env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "FINDME_"))
     }
+    return {**env, **extra}
 
 
-def run_watcher(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_watcher(
+    *command: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        list(command), cwd=ROOT, env=watcher_env(), capture_output=True, text=True, timeout=timeout
+        list(command),
+        cwd=ROOT,
+        env=watcher_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-def start_watcher(*command: str) -> subprocess.Popen:
+def start_watcher(*command: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         list(command),
         cwd=ROOT,
-        env=watcher_env(),
+        env=watcher_env(**(env or {})),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,5 +1,5 @@
-"""The watcher's parts without a server: which files count, settling, the retry policy, and
-what it prints."""
+"""The watcher's parts without a server: which files count, settling, the retry policy, what
+it prints, and the command line's checks of its token and folder."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from tests.conftest import ROOT
 from watcher import manifest as m
 from watcher.client import RetryPolicy, retry_after_of
-from watcher.folder import Settler, is_photo, scan
-from watcher.manifest import Manifest
+from watcher.folder import Settler, findme_checkout_of, is_photo, scan, source_tree_reason
+from watcher.manifest import FILENAME, Manifest
 from watcher.progress import Outcome, TerminalProgress
 
 
@@ -164,8 +164,9 @@ def test_help_documents_every_option():
     )
     assert result.returncode == 0
     for option in (
-        "--server", "--event", "--token", "--once", "--concurrency", "--settle", "--timeout",
-        "--max-backoff", "--give-up-after", "--rescan", "--no-progress", "exit status",
+        "--server", "--event", "--token-file", "--token", "FINDME_TOKEN", "--once",
+        "--concurrency", "--settle", "--timeout", "--max-backoff", "--give-up-after", "--rescan",
+        "--no-progress", "exit status",
     ):  # fmt: skip
         assert option in result.stdout
 
@@ -238,6 +239,127 @@ def test_a_file_given_back_does_not_count_in_the_rate_or_the_total():
     clock.now += 4
     progress.done(Outcome("a.jpg", m.UPLOADED, 1), 1000)
     assert out.getvalue() == "a.jpg: new, photo 1  [1/1, 0.25 files/s]\n"
+
+
+# --- the command line without a server ------------------------------------------------------------
+def watcher(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FINDME_", "DJANGO_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args],
+        cwd=ROOT,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# Nothing listens on port 9 (discard): a run that reached the network would fail, not pass.
+OFFLINE = ("--server", "http://127.0.0.1:9", "--event", "wedding", "--once", "--no-progress")
+
+
+def test_without_a_token_the_run_stops_and_says_where_to_put_it(tmp_path: Path):
+    result = watcher(str(tmp_path), *OFFLINE)
+    assert result.returncode == 2
+    assert "set FINDME_TOKEN, or give --token-file PATH" in result.stderr
+
+
+def test_an_empty_folder_is_named_in_a_warning(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("not a photo")
+    (tmp_path / "IMG_1.jpg.part").write_bytes(b"still copying")
+    result = watcher(str(tmp_path), *OFFLINE, env={"FINDME_TOKEN": "x" * 40})
+    assert result.returncode == 0, result.stderr
+    assert f"Warning: {tmp_path} holds no photos (.heic .heif .jpeg .jpg .png .webp" in (
+        result.stderr
+    )
+    assert "nothing to upload" in result.stderr
+
+
+def test_a_token_file_readable_by_others_is_used_with_a_warning(tmp_path: Path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    secret = tmp_path / "token"
+    secret.write_text("x" * 40 + "\n")
+    secret.chmod(0o644)
+    result = watcher(str(folder), *OFFLINE, "--token-file", str(secret))
+    assert result.returncode == 0, result.stderr
+    assert f"{secret} can be read by other users of this machine: chmod 600 {secret}" in (
+        result.stderr
+    )
+    secret.chmod(0o600)
+    assert "chmod" not in watcher(str(folder), *OFFLINE, "--token-file", str(secret)).stderr
+
+
+def test_an_empty_or_missing_token_file_stops_the_run(tmp_path: Path):
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    result = watcher(str(tmp_path), *OFFLINE, "--token-file", str(empty))
+    assert result.returncode == 2
+    assert f"the token file {empty} is empty" in result.stderr
+    result = watcher(str(tmp_path), *OFFLINE, "--token-file", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert "cannot read the token file" in result.stderr
+
+
+def test_the_token_on_the_command_line_still_works_but_warns_about_ps(tmp_path: Path):
+    result = watcher(str(tmp_path), *OFFLINE, "--token", "x" * 40)
+    assert result.returncode == 0, result.stderr
+    assert "--token shows the token to every user of this machine (ps" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("layout", "target", "reason"),
+    [
+        (["pkg/__init__.py", "pkg/models.py"], "pkg", "it is a Python package"),
+        (
+            ["pkg/__init__.py", "pkg/static/logo.jpg"],
+            "pkg/static",
+            "it is inside the Python package",
+        ),
+        (["project/pyproject.toml", "project/a.jpg"], "project", "it holds pyproject.toml"),
+        (["scripts/tool.py", "scripts/a.jpg"], "scripts", "it holds Python source (tool.py)"),
+    ],
+)
+def test_a_source_tree_is_refused_and_gets_no_manifest(
+    tmp_path: Path, layout: list[str], target: str, reason: str
+):
+    for name in layout:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    folder = tmp_path / target
+    result = watcher(str(folder), *OFFLINE, env={"FINDME_TOKEN": "x" * 40})
+    assert result.returncode == 2
+    assert f"{folder} looks like source code, not a folder of photos ({reason}" in result.stderr
+    assert not (folder / FILENAME).exists()
+
+
+def test_findme_own_photos_package_is_refused(tmp_path: Path):
+    """What `make run` used to print: the app's own source package as the folder of photos."""
+    result = watcher(str(ROOT / "photos"), *OFFLINE, env={"FINDME_TOKEN": "x" * 40})
+    assert result.returncode == 2
+    assert "looks like source code" in result.stderr
+    assert not (ROOT / "photos" / FILENAME).exists()
+
+
+def test_a_folder_inside_a_findme_checkout_gets_a_warning_except_the_example_folder(
+    tmp_path: Path,
+):
+    checkout = tmp_path / "findme"
+    for name in ("manage.py", "watcher/cli.py", "media/x.txt", "example-photos/day1/x.txt"):
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text("")
+    token = {"FINDME_TOKEN": "x" * 40}
+    media = watcher(str(checkout / "media"), *OFFLINE, env=token)
+    assert media.returncode == 0, media.stderr
+    assert f"{checkout / 'media'} is inside the FindMe checkout {checkout}" in media.stderr
+    for example in (checkout / "example-photos", checkout / "example-photos" / "day1"):
+        result = watcher(str(example), *OFFLINE, env=token)
+        assert result.returncode == 0, result.stderr
+        assert "FindMe checkout" not in result.stderr
+    # And this checkout: its example folder is the one `make run` fills.
+    assert findme_checkout_of(ROOT / "example-photos") is None
+    assert findme_checkout_of(ROOT / "media") == ROOT
+    assert source_tree_reason(ROOT / "example-photos") is None
 
 
 def test_the_rate_of_a_finished_burst_holds_while_the_folder_is_quiet():

@@ -10,11 +10,13 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 from rest_framework.authtoken.models import Token
 
@@ -378,3 +380,37 @@ def test_watch_mode_prints_a_line_per_file_and_a_bar_that_reaches_n_of_n(
     assert all(float(match["rate"]) > 0 for match in lines.values())
     assert "s/file" not in seen.out + seen.err
     assert len(photo_ids) == 5
+
+
+def test_the_token_comes_from_the_environment_or_a_file_and_stays_out_of_the_process_list(
+    live_server, event, token, tmp_path
+):
+    bare = [sys.executable, "-m", "watcher"]
+    options = ["--server", live_server.url, "--event", event.slug, "--settle", "0"]
+    for way, seed in (("env", 31), ("file", 32)):
+        folder = tmp_path / way
+        folder.mkdir()
+        data = jpeg_noise(seed)
+        (folder / "IMG_1.jpg").write_bytes(data)
+        if way == "env":
+            proc = start_watcher(*bare, str(folder), *options, env={"FINDME_TOKEN": token})
+        else:
+            proc = start_watcher(*watcher_command(folder, live_server.url, event.slug, token))
+        seen = Collected(proc)
+        try:
+            wait_until(
+                lambda folder=folder: (
+                    manifest_rows(folder).get("IMG_1.jpg", ("",))[0] == "uploaded"
+                ),
+                timeout=30,
+                what=f"the upload with the token from the {way}",
+            )
+            # What `ps` shows every user of the machine.
+            argv = psutil.Process(proc.pid).cmdline()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            seen.finish()
+        assert proc.returncode == 0, seen.err
+        assert not any(token in arg for arg in argv), argv
+        assert "Warning" not in seen.err
+        assert Photo.objects.filter(event=event, sha256=sha256_of(data)).exists()
