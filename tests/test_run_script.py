@@ -4,8 +4,11 @@ queue, and stops with everything it started, however it is told to stop."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -13,8 +16,10 @@ import time
 import httpx
 import psutil
 import pytest
+from PIL import Image
 
 from tests.conftest import ROOT
+from tests.watcher.helpers import Collected, start_watcher, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -39,6 +44,10 @@ def free_port() -> int:
 class Running:
     def __init__(self, tmp_path) -> None:
         self.port = free_port()
+        # Where the quick start puts its sample photos and the staff token (by default
+        # ./example-photos and ./.findme-token in the checkout).
+        self.photos = tmp_path / "example-photos"
+        self.token_file = tmp_path / "findme-token"
         env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
         env.update(
             SQLITE_PATH=str(tmp_path / "db.sqlite3"),
@@ -47,6 +56,8 @@ class Running:
             PHOTO_QUEUE_WORKERS="1",
             WEB_WORKERS="1",
             Q_CLUSTER_NAME="findme",
+            DEMO_PHOTOS_DIR=str(self.photos),
+            DEMO_TOKEN_FILE=str(self.token_file),
         )
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
@@ -138,6 +149,55 @@ def test_prints_where_to_click_serves_and_stops_on_ctrl_c(running):
         time.sleep(0.5)
 
     # Shorter than the script's own 30 s deadline: a clean stop, not the watchdog's kill.
+    assert running.stop_group(signal.SIGINT, timeout=25) < 25
+    assert "killing it" not in running.output
+
+
+def test_the_printed_watcher_command_uploads_the_example_photos_with_the_token_from_a_file(
+    running,
+):
+    """What `make run` prints for the watcher is a command to paste: a folder of real photos,
+    outside the source packages, and the token in a file only its owner reads, never in argv."""
+    printed = re.search(r"Watcher:\s+(.+)", running.output)[1]
+    argv = shlex.split(printed)
+    assert argv[:4] == [".venv/bin/python", "-m", "watcher", str(running.photos)]
+    assert argv[argv.index("--token-file") + 1] == str(running.token_file)
+    assert "--token" not in argv
+    assert stat.S_IMODE(running.token_file.stat().st_mode) == 0o600
+    token = running.token_file.read_text().strip()
+    assert len(token) == 40
+    assert token not in running.output
+
+    samples = sorted(running.photos.glob("*.jpg"))
+    assert len(samples) >= 3
+    for sample in samples:
+        with Image.open(sample) as image:
+            assert image.format == "JPEG"
+            darkest, brightest = image.convert("L").getextrema()
+            assert brightest - darkest > 100  # something drawn, not a blank
+    assert f"Photos:      {running.photos}/ holds {len(samples)} photos" in running.output
+
+    watcher = start_watcher(*argv)  # from the checkout's root, as printed
+    seen = Collected(watcher)
+    try:
+        wait_until(
+            lambda: (
+                len(re.findall(r"^\S+ sample-\d+\.jpg: new, photo \d+", seen.out, re.M))
+                == len(samples)
+            ),
+            timeout=60,
+            what="a line per sample photo",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the watcher printed:\n{seen.out}\n{seen.err}") from None
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        seen.finish()
+    assert watcher.returncode == 0, seen.out + seen.err
+    assert f"uploaded:   {len(samples)} (this run)" in seen.out
+    assert "Warning" not in seen.err
+
+    # Ctrl-C on make run afterwards, with the photos just handed to the workers.
     assert running.stop_group(signal.SIGINT, timeout=25) < 25
     assert "killing it" not in running.output
 
