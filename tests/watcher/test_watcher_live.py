@@ -353,9 +353,11 @@ def test_watch_mode_prints_a_line_per_file_and_a_bar_that_reaches_n_of_n(
         wait_until(
             lambda: re.search(r"files: 100%\|[^\r\n]*\| 7/7 ", seen.err),
             timeout=10,
-            what=f"the files bar at 7/7, last drawn:\n{seen.err[-300:]}",
+            what="the files bar at 7/7",
         )
         assert proc.poll() is None
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the watcher printed:\n{seen.out}\n{seen.err}") from None
     finally:
         proc.send_signal(signal.SIGTERM)
         seen.finish()
