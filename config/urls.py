@@ -28,6 +28,7 @@ urlpatterns = [
     path("", include("photos.urls")),
     path("", include("faces.urls")),
     path("", include("accounts.urls")),
+    path("", include("core.urls")),
 ]
 
 handler400 = "core.views.bad_request"
