@@ -11,6 +11,10 @@ from .selectors import photo_list_failed
 
 
 def queue_dashboard(request: HttpRequest) -> HttpResponse:
+    """The page, or (``?part=live``) its live figures alone, which the page fetches every 5 s:
+    one source (``queue_stats``, as the API), formatted once, here."""
+    if request.GET.get("part") == "live":
+        return TemplateResponse(request, "admin/queue_stats_live.html", {"stats": queue_stats()})
     context = {
         **admin.site.each_context(request),
         "title": "Queue statistics",

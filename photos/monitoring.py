@@ -23,13 +23,58 @@ from .models import Photo
 logger = logging.getLogger(__name__)
 
 
-def _workers_active() -> int:
-    """Worker processes of every live cluster, as the clusters report them to the cache."""
+def _clusters() -> list[Stat]:
+    """Every live cluster, on any machine, as each reports itself every few seconds to the
+    broker (Redis), or to the shared cache with the database broker. A report expires within
+    seconds of its cluster's end, so the list holds only live ones."""
     try:
-        return sum(len(stat.workers) for stat in Stat.get_all())
+        return list(Stat.get_all())
     except Exception:  # noqa: BLE001 - stats are advisory; a cache hiccup must not 500 the page
         logger.exception("reading cluster stats failed")
-        return 0
+        return []
+
+
+def _workers_active() -> int:
+    """Worker processes of every live cluster."""
+    return sum(len(stat.workers) for stat in _clusters())
+
+
+def _cluster_rows(clusters: list[Stat]) -> list[dict[str, Any]]:
+    rows = []
+    for stat in clusters:
+        tob = getattr(stat, "tob", None)
+        rows.append(
+            {
+                "id": str(stat.cluster_id),
+                "host": stat.host,
+                "pid": stat.pid,
+                "status": stat.status,
+                "workers": len(stat.workers),
+                "uptime_s": round(stat.uptime(), 1) if tob else None,
+            }
+        )
+    return sorted(rows, key=lambda row: (row["host"], row["pid"]))
+
+
+THROUGHPUT_BUCKET_S = 300  # twelve five-minute bars for the last hour
+
+
+def throughput(now=None) -> dict[str, Any]:
+    """Photos finished in each five-minute slice of the last hour, oldest first: done, failed."""
+    now = now or timezone.now()
+    start = now - timedelta(hours=1)
+    buckets = 3600 // THROUGHPUT_BUCKET_S
+    series = {"done": [0] * buckets, "failed": [0] * buckets}
+    finished = Photo.objects.filter(
+        status__in=[Photo.Status.DONE, Photo.Status.FAILED], updated_at__gt=start
+    ).values_list("status", "processed_at", "updated_at")
+    for status, processed_at, updated_at in finished.iterator():
+        when = processed_at if status == Photo.Status.DONE and processed_at else updated_at
+        if when is None or when <= start:
+            continue
+        index = min(int((when - start).total_seconds() // THROUGHPUT_BUCKET_S), buckets - 1)
+        series[status][index] += 1
+    return {"bucket_s": THROUGHPUT_BUCKET_S, "until": now, **series}
 
 
 def queue_stats() -> dict[str, Any]:
@@ -44,10 +89,11 @@ def queue_stats() -> dict[str, Any]:
     # Rekognition also bills every face kept in a collection, per month: a month of what is
     # stored now.
     stored = engine_faces_stored() if engine == "rekognition" else 0
+    clusters = _clusters()
     storage = stored * settings.REKOGNITION_PRICE_PER_FACE_MONTH_USD
     return {
         "queue": {
-            "workers_active": _workers_active(),
+            "workers_active": sum(len(stat.workers) for stat in clusters),
             "current_queue_size": queued.count(),
             "processing": Photo.objects.filter(status=Photo.Status.PROCESSING).count(),
             "processed_last_hour": Photo.objects.filter(
@@ -58,6 +104,8 @@ def queue_stats() -> dict[str, Any]:
             ).count(),
             "oldest_queued_age_s": round((now - oldest).total_seconds(), 1) if oldest else 0,
             "broker": type(get_broker()).__name__,
+            "clusters": _cluster_rows(clusters),
+            "throughput": throughput(now),
         },
         "cache": {"user_photos_cache": cache_stats()},
         "engine": {

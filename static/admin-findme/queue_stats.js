@@ -1,17 +1,17 @@
-// Queue statistics: refresh the figures every 5 s from the staff API.
-(function () {
-  function read(obj, path) { return path.split(".").reduce(function (o, k) { return o == null ? o : o[k]; }, obj); }
-  function refresh() {
-    fetch("/api/admin/queue/stats/", {credentials: "same-origin", headers: {"Accept": "application/json"}})
-      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-      .then(function (stats) {
-        document.querySelectorAll("[data-key]").forEach(function (cell) {
-          var value = read(stats, cell.dataset.key);
-          cell.textContent = value == null ? "—" : value;
-        });
-        document.getElementById("refreshed").textContent = "Last refresh: " + new Date().toLocaleTimeString();
-      })
-      .catch(function () { document.getElementById("refreshed").textContent = "Refresh failed; retrying."; });
-  }
+// Queue statistics: every 5 s, the page's live figures again, as the server formats them.
+(() => {
+  "use strict";
+  const live = document.getElementById("queue-live");
+  if (!live) return;
+  const refresh = async () => {
+    try {
+      const response = await fetch(live.dataset.refreshUrl, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(String(response.status));
+      live.innerHTML = await response.text();
+    } catch {
+      const note = live.querySelector(".findme-refreshed");
+      if (note) note.textContent = "The last refresh failed; trying again in 5 seconds.";
+    }
+  };
   setInterval(refresh, 5000);
 })();

@@ -53,7 +53,7 @@ def test_queue_page_shows_the_numbers_and_failures(client, superuser, event):
     page = client.get("/admin/queue/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'data-key="queue.current_queue_size">1<' in html
+    assert 'data-stat="current_queue_size">1<' in html
     assert "ValueError: broken" in html
 
 
