@@ -594,11 +594,24 @@ CONTENT_SECURITY_POLICY = {
 PERMISSIONS_POLICY_DENIED = ("camera", "microphone", "geolocation", "payment", "usb")
 PERMISSIONS_POLICY_CAMERA_URL_NAMES = ("selfie",)
 
+# One line per event; every line a task or request logs carries the ids bound where its work
+# starts (task_id, photo_id, user_id: core.logging). LOG_FORMAT=json for a log pipeline.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "core.logging.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "core.logging.PlainFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -47,9 +47,11 @@ class CoreConfig(AppConfig):
         if not _fork_hook_installed:
             os.register_at_fork(after_in_child=_forget_inherited_db_connections)
             _fork_hook_installed = True
-        from django_q.signals import pre_execute
+        from django_q.signals import post_execute_in_worker, pre_execute
 
         pre_execute.connect(_forget_logged_queries, dispatch_uid="findme-reset-queries")
+        pre_execute.connect(_task_log_context, dispatch_uid="findme-task-log-context")
+        post_execute_in_worker.connect(_task_log_done, dispatch_uid="findme-task-log-done")
         from core import checks  # noqa: F401 - registers the system checks
 
 
@@ -60,3 +62,18 @@ def _forget_logged_queries(sender, **kwargs) -> None:  # noqa: ARG001
     from django.db import reset_queries
 
     reset_queries()
+
+
+def _task_log_context(sender, task=None, **kwargs) -> None:  # noqa: ARG001
+    """Every line a task logs carries its id and name (core.logging)."""
+    from core.logging import context_bind, context_clear
+
+    context_clear()
+    if task:
+        context_bind(task_id=task.get("id"), task=task.get("func"))
+
+
+def _task_log_done(sender, **kwargs) -> None:  # noqa: ARG001
+    from core.logging import context_clear
+
+    context_clear()

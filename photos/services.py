@@ -22,6 +22,7 @@ from accounts.models import User
 from core import jobs
 from core.errors import ApplicationError, NotFound, ServiceUnavailable
 from core.imaging import ImageRejected, average_colour, decode_upright, encode, inspect, resized
+from core.logging import log_context
 from events.models import Event, Membership
 from events.selectors import guest_ids_without_events
 from faces import services as faces_services
@@ -286,15 +287,17 @@ def photo_process(*, photo_id: int) -> str:
         jobs.sweep_soon(jobs_sweep)
         return "skipped"
     photo_id, token = claimed
-    try:
-        with jobs.lease_kept(PHOTO_JOB, photo_id, token):
-            status = _photo_work(photo_id, token)
-    except (ImageRejected, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        # The bytes themselves are bad: another attempt would fail the same way.
-        status = jobs.attempt_failed(PHOTO_JOB, photo_id, token, exc, final=True)
-    except Exception as exc:
-        logger.exception("photo %s: attempt %s failed", photo_id, token)
-        status = jobs.attempt_failed(PHOTO_JOB, photo_id, token, exc)
+    with log_context(photo_id=photo_id, attempt=token):
+        try:
+            with jobs.lease_kept(PHOTO_JOB, photo_id, token):
+                status = _photo_work(photo_id, token)
+        except (ImageRejected, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            # The bytes themselves are bad: another attempt would fail the same way.
+            status = jobs.attempt_failed(PHOTO_JOB, photo_id, token, exc, final=True)
+        except Exception as exc:
+            logger.exception("photo %s: attempt %s failed", photo_id, token)
+            status = jobs.attempt_failed(PHOTO_JOB, photo_id, token, exc)
+        logger.info("photo %s: %s", photo_id, status, extra={"status": status})
     jobs.sweep_soon(jobs_sweep)
     return status
 
