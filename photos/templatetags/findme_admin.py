@@ -77,7 +77,7 @@ def throughput_chart(series: dict[str, Any]) -> str:
         '<svg class="findme-chart" viewBox="0 0 {} {}" role="img" aria-label="{}">{}'
         '<line x1="0" y1="{}" x2="{}" y2="{}" class="findme-axis"></line>'
         '<text x="0" y="{}">1 h ago</text><text x="{}" y="{}" text-anchor="end">now</text>'
-        '<text x="{}" y="12" text-anchor="end">peak {}</text></svg>',
+        '<text x="4" y="12">peak {} per {} min</text></svg>',
         CHART_W,
         CHART_H + LABEL_H,
         summary,
@@ -88,6 +88,6 @@ def throughput_chart(series: dict[str, Any]) -> str:
         CHART_H + LABEL_H - 4,
         CHART_W,
         CHART_H + LABEL_H - 4,
-        CHART_W,
         peak,
+        minutes,
     )
