@@ -91,6 +91,11 @@ def selfie_give(user, data: bytes, box: tuple[float, float, float, float] | None
     selfie_store(user=user, upload=upload, face_box=box)
 
 
+def searches(emulator: RekognitionEmulator) -> int:
+    """SearchFacesByImage calls made, answered or refused."""
+    return sum(1 for call in emulator.calls if call.operation == "SearchFacesByImage")
+
+
 def matched_photos(user) -> set[int]:
     return set(Match.objects.filter(user=user, rejected=False).values_list("photo_id", flat=True))
 
@@ -180,10 +185,10 @@ def test_a_selfie_in_which_rekognition_finds_no_face_needs_a_new_photo(
     assert selfie.status == Selfie.Status.RETAKE
     assert "no face" in selfie.error
     assert not Match.objects.filter(user=ann).exists()
-    assert colour_emulator.count("SearchFacesByImage") == 1
+    assert searches(colour_emulator) == 1
     # A later round does not search with it again.
     faces_services.event_rematch(event_id=event.pk)
-    assert colour_emulator.count("SearchFacesByImage") == 1
+    assert searches(colour_emulator) == 1
 
     client.force_login(ann)
     page = client.get("/me/selfie/").content.decode()
