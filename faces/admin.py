@@ -7,7 +7,7 @@ from .models import EngineCall, Face, Match
 class FaceAdmin(admin.ModelAdmin):
     list_display = ("id", "photo", "index", "engine", "created_at")
     list_filter = ("engine",)
-    raw_id_fields = ("photo", "event")
+    raw_id_fields = ("photo", "event", "cluster")
     readonly_fields = ("engine_face_id",)
 
 

@@ -22,6 +22,10 @@ class Face(models.Model):
     descriptor = models.BinaryField(null=True, blank=True, editable=False)
     engine = models.CharField(max_length=32)
     engine_face_id = models.CharField(max_length=128, blank=True)
+    # The unknown-face cluster this face is in, while no member claims it (faces.services.settle).
+    cluster = models.ForeignKey(
+        "Cluster", null=True, blank=True, on_delete=models.SET_NULL, related_name="faces"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -55,6 +59,8 @@ class Match(models.Model):
         Face, null=True, blank=True, on_delete=models.SET_NULL, related_name="matches"
     )
     distance = models.FloatField()
+    # Made by staff (a cluster or face assigned in the admin): every re-match keeps it.
+    assigned = models.BooleanField(default=False)
     rejected = models.BooleanField(default=False)
     rejected_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -151,3 +157,40 @@ class MemberSearch(JobFields):
 
     def __str__(self) -> str:
         return f"user {self.user_id} in event {self.event_id} through face {self.faces_through}"
+
+
+class Cluster(models.Model):
+    """Faces of one event that no member claims and that look like one person, never two faces
+    of one photo. Rebuilt by ``faces.services.settle``; staff can give one to a member
+    (``faces.services.cluster_assign``).
+
+    ``key`` is the smallest id of its faces: a rebuild that finds the same faces keeps the row.
+    """
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
+    key = models.BigIntegerField()
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event", "key"], name="cluster_unique_event_key"),
+        ]
+        indexes = [models.Index(fields=["event", "-size"], name="cluster_event_size")]
+
+    def __str__(self) -> str:
+        return f"cluster {self.key} of event {self.event_id} ({self.size} faces)"
+
+
+class FaceSettle(models.Model):
+    """What an event's faces were last settled for (references and clusters): the sweep settles
+    the event again when this no longer describes it (faces.services.settle)."""
+
+    event = models.OneToOneField(Event, on_delete=models.CASCADE, related_name="+")
+    signature = models.CharField(max_length=200, blank=True)
+    # When the sweep first saw the event differ from its signature: the debounce's clock.
+    stale_since = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"faces of event {self.event_id} settled at {self.settled_at}"

@@ -23,6 +23,9 @@ from ..models import Face, Match, MemberSearch
 # How long "not me" can be undone (match_restore). The page offers it for seconds; the margin
 # is for a slow network, and for the page without JavaScript, which offers it on the next load.
 RESTORE_WINDOW = timedelta(minutes=5)
+# The rank of a match staff made (Match.assigned): before any distance, so that no re-match
+# gives their face to someone else.
+STAFF_DISTANCE = -1.0
 
 
 def event_lock(event_id: int) -> None:
@@ -71,6 +74,14 @@ def matches_replace(*, photo_ids: Sequence[int], candidates: Sequence[Candidate]
     assigned = matches_assign(allowed, {pk: f.photo_id for pk, f in faces.items()})
     live = Match.objects.filter(photo_id__in=photo_ids, rejected=False)
     touched = set(live.values_list("user_id", flat=True)) | {c.user_id for c in assigned}
+    # Staff's assignments keep their mark and the distance they were stored with (their
+    # candidates rank first, at STAFF_DISTANCE).
+    by_staff = {
+        (face_id, user_id): distance
+        for face_id, user_id, distance in live.filter(assigned=True).values_list(
+            "face_id", "user_id", "distance"
+        )
+    }
     live.delete()
     Match.objects.bulk_create(
         [
@@ -79,7 +90,8 @@ def matches_replace(*, photo_ids: Sequence[int], candidates: Sequence[Candidate]
                 event_id=faces[c.face_id].event_id,
                 user_id=c.user_id,
                 face_id=c.face_id,
-                distance=c.distance,
+                distance=by_staff.get((c.face_id, c.user_id), c.distance),
+                assigned=(c.face_id, c.user_id) in by_staff,
             )
             for c in assigned
         ]
@@ -139,10 +151,12 @@ def face_records(faces: Iterable[Face]) -> list[FaceRecord]:
 
 def _live_candidates(photo_ids: Sequence[int]) -> list[Candidate]:
     return [
-        Candidate(face_id=face_id, user_id=user_id, distance=distance)
-        for face_id, user_id, distance in Match.objects.filter(
+        Candidate(
+            face_id=face_id, user_id=user_id, distance=STAFF_DISTANCE if assigned else distance
+        )
+        for face_id, user_id, distance, assigned in Match.objects.filter(
             photo_id__in=photo_ids, rejected=False, face__isnull=False
-        ).values_list("face_id", "user_id", "distance")
+        ).values_list("face_id", "user_id", "distance", "assigned")
     ]
 
 
