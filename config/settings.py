@@ -370,6 +370,19 @@ if FACE_ENGINE not in {"local", "rekognition"}:
 FACE_MATCH_THRESHOLD = env_float("FACE_MATCH_THRESHOLD", 0.5)
 FACE_DETECT_MAX_SIDE = env_int("FACE_DETECT_MAX_SIDE", 1600, minimum=320)
 FACE_DETECT_UPSAMPLE = env_int("FACE_DETECT_UPSAMPLE", 1, minimum=0)
+# Many references per member (local engine, faces.services.references; README "Face matching
+# threshold"): a face this near a member's selfie joins it as a reference, and no face further
+# than FACE_SELFIE_LIMIT from the selfie is ever theirs, whatever reference or cluster found it.
+FACE_REFERENCE_DISTANCE = env_float("FACE_REFERENCE_DISTANCE", 0.4)
+FACE_SELFIE_LIMIT = env_float("FACE_SELFIE_LIMIT", 0.6)
+# Two faces nobody claims this near each other may be one person (faces.services.clusters).
+FACE_CLUSTER_THRESHOLD = env_float("FACE_CLUSTER_THRESHOLD", 0.5)
+# An event's faces are settled (references, clusters) once no photo was stored in it for the
+# quiet time, at the latest the maximum wait after it changed, by a sweep every minute; events
+# active in the last days are looked at.
+FACE_SETTLE_QUIET_S = env_int("FACE_SETTLE_QUIET_S", 30, minimum=0)
+FACE_SETTLE_MAX_WAIT_S = env_int("FACE_SETTLE_MAX_WAIT_S", 300, minimum=0)
+FACE_SETTLE_ACTIVE_DAYS = env_int("FACE_SETTLE_ACTIVE_DAYS", 7, minimum=1)
 AWS_CONCURRENT_REQUESTS = env_int("AWS_CONCURRENT_REQUESTS", 10, minimum=1)
 REKOGNITION_REGION = env_str("REKOGNITION_REGION", AWS_S3_REGION_NAME)
 REKOGNITION_COLLECTION_PREFIX = env_str("REKOGNITION_COLLECTION_PREFIX", "findme")

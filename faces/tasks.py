@@ -31,3 +31,11 @@ def photo_vectors_sweep() -> int:
 
 def collections_orphaned_sweep() -> int:
     return services.collections_orphaned_sweep()
+
+
+def events_settle_sweep() -> int:
+    return services.events_settle_sweep()
+
+
+def event_settle(event_id: int) -> dict[str, int]:
+    return services.event_settle(event_id=event_id)

@@ -14,6 +14,7 @@ from .accounting import (  # noqa: F401
     engine_calls_summary,
     engine_faces_stored,
 )
+from .clusters import cluster_assign  # noqa: F401
 from .engines import engine_get  # noqa: F401
 from .indexing import faces_detect_for_photo, faces_store  # noqa: F401
 from .matching import (  # noqa: F401
@@ -43,6 +44,7 @@ from .rounds import (  # noqa: F401
     event_rematch_schedule,
     events_rematch_sweep,
 )
+from .settle import event_settle, events_settle_sweep  # noqa: F401
 from .vectors import (  # noqa: F401
     photo_vectors_sweep,
     photos_deleting,
