@@ -14,7 +14,7 @@ from .accounting import (  # noqa: F401
     engine_calls_summary,
     engine_faces_stored,
 )
-from .clusters import cluster_assign  # noqa: F401
+from .clusters import cluster_assign, face_assign  # noqa: F401
 from .engines import engine_get  # noqa: F401
 from .indexing import faces_detect_for_photo, faces_store  # noqa: F401
 from .matching import (  # noqa: F401

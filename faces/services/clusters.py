@@ -19,6 +19,7 @@ import logging
 
 import numpy as np
 from django.db import transaction
+from django.db.models import Q
 
 from accounts.selectors import selfie_indexed_get
 from core.errors import ApplicationError
@@ -158,16 +159,68 @@ def cluster_assign(*, cluster_id: int, user_id: int) -> int:
                 )
             )
         Match.objects.bulk_create(new)
-        assigned_ids = [m.face_id for m in new]
-        Face.objects.filter(pk__in=assigned_ids).update(cluster=None)
-        left = Face.objects.filter(cluster_id=cluster_id).count()
-        if left:
-            Cluster.objects.filter(pk=cluster_id).update(size=left)
-        else:
-            Cluster.objects.filter(pk=cluster_id).delete()
+        Face.objects.filter(pk__in=[m.face_id for m in new]).update(cluster=None)
+        _cluster_shrunk(cluster_id)
         galleries_changed([user_id])
     logger.info("cluster %s: %s faces assigned to user %s", cluster_id, len(new), user_id)
     return len(new)
+
+
+def face_assign(*, face_id: int, user_id: int) -> bool:
+    """Staff: this face is this member. The match is marked as staff's (every re-match keeps
+    it); a member who had the face loses it, and the member's match on another face of the
+    photo gives way. All galleries concerned refresh at once. Refused when the member is not in
+    the face's event, or said "not me" to the photo. Returns whether anything changed."""
+    face = Face.objects.filter(pk=face_id).values("photo_id", "event_id", "descriptor").first()
+    if face is None:
+        raise ApplicationError(
+            "This face no longer exists: the photo was scanned again. Reload the page.",
+            code="not_found",
+            status=404,
+        )
+    event_id, photo_id = face["event_id"], face["photo_id"]
+    if not member_is_in(user_id=user_id, event_id=event_id):
+        raise ApplicationError(
+            "This person is not a member of the photo's event.", code="not_a_member"
+        )
+    with transaction.atomic():
+        event_lock(event_id)
+        if Match.objects.filter(user_id=user_id, photo_id=photo_id, rejected=True).exists():
+            raise ApplicationError(
+                "This person said this photo is not them; only they can undo that.",
+                code="rejected_by_member",
+            )
+        mine = Match.objects.filter(face_id=face_id, user_id=user_id, rejected=False)
+        if mine.filter(assigned=True).exists():
+            return False
+        displaced = Match.objects.filter(rejected=False).filter(
+            Q(face_id=face_id) | Q(user_id=user_id, photo_id=photo_id)
+        )
+        touched = set(displaced.values_list("user_id", flat=True)) | {user_id}
+        displaced.delete()
+        Match.objects.create(
+            photo_id=photo_id,
+            event_id=event_id,
+            user_id=user_id,
+            face_id=face_id,
+            distance=_distance(_selfie_vector(user_id), face["descriptor"]),
+            assigned=True,
+        )
+        cluster_id = Face.objects.filter(pk=face_id).values_list("cluster_id", flat=True).first()
+        if cluster_id is not None:
+            Face.objects.filter(pk=face_id).update(cluster=None)
+            _cluster_shrunk(cluster_id)
+        galleries_changed(touched)
+    return True
+
+
+def _cluster_shrunk(cluster_id: int) -> None:
+    """Faces left the cluster (claimed): its size follows, and an empty one goes."""
+    left = Face.objects.filter(cluster_id=cluster_id).count()
+    if left:
+        Cluster.objects.filter(pk=cluster_id).update(size=left)
+    else:
+        Cluster.objects.filter(pk=cluster_id).delete()
 
 
 def _selfie_vector(user_id: int) -> np.ndarray | None:

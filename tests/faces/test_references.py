@@ -22,6 +22,7 @@ from faces.services import (
     cluster_assign,
     event_settle,
     events_settle_sweep,
+    face_assign,
     faces_store,
     match_reject,
 )
@@ -318,3 +319,42 @@ def test_the_sweep_waits_for_a_quiet_event_then_settles_once(event, django_user_
     assert events_settle_sweep() == 0  # nothing changed since
     scene.photo(point((90, 0.9)))
     assert events_settle_sweep() == 1
+
+
+def test_face_assign_moves_a_face_to_the_member_and_refreshes_both_galleries(
+    event, django_user_model, django_capture_on_commit_callbacks
+):
+    scene = Scene(event)
+    ann = scene.member(django_user_model, "ann", SELFIE)
+    bob = scene.member(django_user_model, "bob", point((90, 0.9)))
+    photo = scene.photo(point((1, 0.30)), point((91, 0.9)))
+    ann_face, other_face = list(Face.objects.filter(photo=photo).order_by("index"))
+    assert photos_of(ann) == {photo.pk}
+    event_settle(event_id=event.pk)
+    before = {u.pk: user_generation(u.pk) for u in (ann, bob)}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert face_assign(face_id=ann_face.pk, user_id=bob.pk)
+    assert {u.pk: user_generation(u.pk) for u in (ann, bob)} != before
+    assert photos_of(ann) == set()
+    assert list(Match.objects.filter(user=bob).values_list("face_id", "assigned")) == [
+        (ann_face.pk, True)
+    ]
+    # A second face of the same photo for bob replaces his first: one face per member.
+    assert face_assign(face_id=other_face.pk, user_id=bob.pk)
+    assert list(Match.objects.filter(user=bob).values_list("face_id", flat=True)) == [other_face.pk]
+    assert Face.objects.get(pk=other_face.pk).cluster_id is None
+    event_settle(event_id=event.pk)  # staff's word stands through the pass
+    assert list(Match.objects.filter(user=bob).values_list("face_id", flat=True)) == [other_face.pk]
+    assert photos_of(ann) == {photo.pk}  # her face is free again, and hers by distance
+
+
+def test_face_assign_refuses_what_the_member_rejected(event, django_user_model):
+    scene = Scene(event)
+    ann = scene.member(django_user_model, "ann", SELFIE)
+    photo = scene.photo(point((1, 0.30)))
+    assert match_reject(user_id=ann.pk, photo_id=photo.pk)
+    face = Face.objects.get(photo=photo)
+    with pytest.raises(ApplicationError) as refused:
+        face_assign(face_id=face.pk, user_id=ann.pk)
+    assert refused.value.code == "rejected_by_member"
+    assert photos_of(ann) == set()
