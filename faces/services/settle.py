@@ -182,8 +182,14 @@ def event_settle(*, event_id: int) -> dict[str, int]:
             if now_faces.get(photo_id) == planned_faces[photo_id]
             and live.get(photo_id, set()) != by_photo.get(photo_id, set())
         )
-        if not same_members:
-            changed = []
+        moved = _beyond_faces(event_signature(event_id=event_id)) != _beyond_faces(signature)
+        if moved or not same_members:
+            # A member came, went or has a new selfie, or a "not me" or a staff assignment was
+            # made, since the plan: it is stale, and the signature (left behind) brings the next
+            # pass. Writing it now could undo what staff just did. (New photos do not make it
+            # stale: theirs are left alone, above, and photos arriving all the time must not
+            # starve the pass.)
+            return {"photos": 0, "clusters": 0}
         for start in range(0, len(changed), CHUNK):
             chunk = set(changed[start : start + CHUNK])
             matches_replace(
@@ -191,15 +197,10 @@ def event_settle(*, event_id: int) -> dict[str, int]:
                 candidates=[c for c in chosen if face_photo[c.face_id] in chunk],
             )
         stored = _clusters_store(event_id, faces, clusters, chosen, now_faces)
-        if same_members:
-            FaceSettle.objects.update_or_create(
-                event_id=event_id,
-                defaults={
-                    "signature": signature,
-                    "stale_since": None,
-                    "settled_at": timezone.now(),
-                },
-            )
+        FaceSettle.objects.update_or_create(
+            event_id=event_id,
+            defaults={"signature": signature, "stale_since": None, "settled_at": timezone.now()},
+        )
     logger.info(
         "event %s settled: %s photos rematched, %s clusters", event_id, len(changed), stored
     )
@@ -262,6 +263,11 @@ def _clusters_store(
                 cluster_id=cluster_id
             )
     return len(groups)
+
+
+def _beyond_faces(signature: str) -> str:
+    """The signature but its faces part (the first, up to the first "|")."""
+    return signature.partition("|")[2]
 
 
 def event_signature(*, event_id: int) -> str:

@@ -358,3 +358,32 @@ def test_face_assign_refuses_what_the_member_rejected(event, django_user_model):
         face_assign(face_id=face.pk, user_id=ann.pk)
     assert refused.value.code == "rejected_by_member"
     assert photos_of(ann) == set()
+
+
+def test_a_pass_planned_before_a_staff_assignment_writes_nothing(
+    event, django_user_model, monkeypatch
+):
+    """The plan is made outside the lock; a cluster given to a member meanwhile must survive
+    the pass that did not know of it (the next pass settles with it)."""
+    from faces.services import settle
+
+    scene = Scene(event)
+    ann = scene.member(django_user_model, "ann", SELFIE)
+    stranger = point((100, 0.9))
+    photos = [scene.photo(stranger + 0.05 * axis(101 + i)) for i in range(2)]
+    event_settle(event_id=event.pk)
+    cluster = cluster_list(event_id=event.pk).first()
+    planned = settle.event_plan
+
+    def plan_then_assign(*args, **kwargs):
+        result = planned(*args, **kwargs)
+        cluster_assign(cluster_id=cluster.pk, user_id=ann.pk)
+        return result
+
+    monkeypatch.setattr(settle, "event_plan", plan_then_assign)
+    scene.photo(point((110, 0.9)))  # and a new photo, so that there is something to settle
+    assert event_settle(event_id=event.pk) == {"photos": 0, "clusters": 0}
+    monkeypatch.setattr(settle, "event_plan", planned)
+    assert photos_of(ann) == {p.pk for p in photos}
+    event_settle(event_id=event.pk)
+    assert photos_of(ann) == {p.pk for p in photos}
