@@ -261,12 +261,10 @@ def test_a_larger_poster_face_behind_the_member_is_not_the_one_searched(
 
 
 # --- past 4096 matches ------------------------------------------------------------------------
-@pytest.mark.faces
-def test_a_member_in_5000_photos_gets_all_5000(emulator, event, django_user_model, faces_dir):
+def test_a_member_in_5000_photos_gets_all_5000(colour_emulator, event, django_user_model):
     """SearchFacesByImage returns at most 4096 faces: the 904 it cannot return are searched
     one by one against the member as a Rekognition User, which is deleted afterwards."""
-    face = Image.open(faces_dir / "people/kit_harington/kit_2.jpg").convert("RGB")
-    face.thumbnail((400, 400))
+    face = Image.open(io.BytesIO(scenarios.photo_of([0], 0))).convert("RGB")
     photos = Photo.objects.bulk_create(
         [
             Photo(
@@ -289,18 +287,16 @@ def test_a_member_in_5000_photos_gets_all_5000(emulator, event, django_user_mode
         faces_services.faces_store(event_id=event.pk, photo_id=photo.pk, detected=detected)
     assert Face.objects.filter(event=event).count() == 5000
 
-    kit = member_new(django_user_model, event, "kit")
-    selfie = Image.open(faces_dir / "people/kit_harington/kit_1.jpg").convert("RGB")
-    found = LocalEngine(threshold=0.5).faces_detect(selfie)
-    selfie_give(kit, jpeg(selfie), (found[0].left, found[0].top, found[0].width, found[0].height))
-    assert faces_services.member_index(user_id=kit.pk)
+    bride = member_new(django_user_model, event, "bride")
+    selfie_give(bride, *scenarios.selfie_of(0))
+    assert faces_services.member_index(user_id=bride.pk)
 
-    assert Match.objects.filter(user=kit, rejected=False).count() == 5000
-    assert emulator.count("SearchFacesByImage") == 1
-    assert emulator.count("SearchUsers") == 5000 - 4096
-    assert MemberSearch.objects.get(user=kit).faces_through == Face.objects.latest("pk").pk
+    assert Match.objects.filter(user=bride, rejected=False).count() == 5000
+    assert colour_emulator.count("SearchFacesByImage") == 1
+    assert colour_emulator.count("SearchUsers") == 5000 - 4096
+    assert MemberSearch.objects.get(user=bride).faces_through == Face.objects.latest("pk").pk
     # The member's user and its face are gone again: only photo faces are left.
-    collection = emulator.collections[f"findme-event-{event.pk}"]
+    collection = colour_emulator.collections[f"findme-event-{event.pk}"]
     assert collection.users == {}
     assert len(collection.faces) == 5000
 
