@@ -13,9 +13,11 @@ def cluster_list(*, event_id: int) -> QuerySet[Cluster]:
 
 
 def cluster_faces(*, cluster_id: int) -> QuerySet[Face]:
-    """A cluster's faces with what a crop needs (the photo and the box), one per photo."""
+    """A cluster's faces with what a crop needs (the photo and the box), one per photo. A face
+    a member was given since the last pass (a back-match) is left out at once."""
     return (
         Face.objects.filter(cluster_id=cluster_id)
+        .exclude(matches__rejected=False)
         .only("pk", "photo_id", "event_id", "left", "top", "width", "height", "cluster_id")
         .order_by("pk")
     )

@@ -387,3 +387,22 @@ def test_a_pass_planned_before_a_staff_assignment_writes_nothing(
     assert photos_of(ann) == {p.pk for p in photos}
     event_settle(event_id=event.pk)
     assert photos_of(ann) == {p.pk for p in photos}
+
+
+def test_a_back_matched_member_takes_their_faces_out_of_the_cluster_list_at_once(
+    event, django_user_model
+):
+    from faces.services import member_match_event
+
+    scene = Scene(event)
+    guest = point((120, 0.9))
+    photos = [scene.photo(guest + 0.05 * axis(121 + i)) for i in range(2)]
+    event_settle(event_id=event.pk)
+    cluster = cluster_list(event_id=event.pk).first()
+    assert cluster_faces(cluster_id=cluster.pk).count() == 2
+    late = scene.member(django_user_model, "late", guest)
+    member_match_event(user_id=late.pk, event_id=event.pk)
+    assert photos_of(late) == {p.pk for p in photos}
+    assert cluster_faces(cluster_id=cluster.pk).count() == 0
+    event_settle(event_id=event.pk)
+    assert not Cluster.objects.filter(pk=cluster.pk).exists()
