@@ -7,7 +7,7 @@ under rules that cannot drift into a stranger:
 
 - **Confident only.** A face is a reference only within ``reference`` of the selfie itself
   (FACE_REFERENCE_DISTANCE), well inside the threshold, and only if this member is the nearest
-  of the event's members to it.
+  of the event's members to it and staff did not give it to someone else.
 - **No chains.** A face found through a reference must still lie within ``selfie_limit`` of the
   selfie (FACE_SELFIE_LIMIT): references are never searched from other references' finds, and a
   look-alike of a look-alike is never the member.
@@ -74,10 +74,13 @@ class MemberSet:
 
 @dataclass
 class Rejections:
-    """What the members said "not me" to: (photo, user) pairs, and the faces they rejected."""
+    """What the members said "not me" to: (photo, user) pairs, and the faces they rejected; and
+    the faces staff gave to a member."""
 
     pairs: set[tuple[int, int]] = field(default_factory=set)
     faces: dict[int, set[int]] = field(default_factory=dict)  # user id -> face ids
+    # Faces staff gave to a member (face id -> user id): no one else's reference.
+    staff: dict[int, int] = field(default_factory=dict)
 
 
 def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -105,8 +108,11 @@ def references_find(
         best: dict[int, int] = {}
         for row in rows.tolist():
             photo = int(faces.photos[row])
-            if (photo, user_id) in rejections.pairs or int(faces.ids[row]) in rejected_faces:
+            face_id = int(faces.ids[row])
+            if (photo, user_id) in rejections.pairs or face_id in rejected_faces:
                 continue
+            if rejections.staff.get(face_id, user_id) != user_id:
+                continue  # staff said it is someone else
             if photo not in best or selfie[row, col] < selfie[best[photo], col]:
                 best[photo] = row
         found[user_id] = np.array(sorted(best.values()), dtype=np.int64)

@@ -103,14 +103,16 @@ def _rejections_load(event_id: int) -> Rejections:
     return found
 
 
-def _assigned_load(event_id: int) -> list[Candidate]:
-    """Staff's assignments, ranked before any distance: they win every face they name."""
-    return [
-        Candidate(face_id=face_id, user_id=user_id, distance=STAFF_DISTANCE)
-        for face_id, user_id in Match.objects.filter(
-            event_id=event_id, rejected=False, assigned=True, face__isnull=False
-        ).values_list("face_id", "user_id")
-    ]
+def _assigned_load(event_id: int, rejections: Rejections) -> list[Candidate]:
+    """Staff's assignments, ranked before any distance: they win every face they name, and
+    are no one else's references (recorded in ``rejections``)."""
+    found = []
+    for face_id, user_id in Match.objects.filter(
+        event_id=event_id, rejected=False, assigned=True, face__isnull=False
+    ).values_list("face_id", "user_id"):
+        rejections.staff[face_id] = user_id
+        found.append(Candidate(face_id=face_id, user_id=user_id, distance=STAFF_DISTANCE))
+    return found
 
 
 def event_plan(
@@ -147,7 +149,7 @@ def event_settle(*, event_id: int) -> dict[str, int]:
     rejections = _rejections_load(event_id)
     limits = limits_from_settings()
     chosen, clusters = event_plan(
-        faces, members, rejections, limits, assigned=_assigned_load(event_id)
+        faces, members, rejections, limits, assigned=_assigned_load(event_id, rejections)
     )
     by_photo: dict[int, set[tuple[int, int]]] = defaultdict(set)
     face_photo = {

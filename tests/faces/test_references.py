@@ -406,3 +406,16 @@ def test_a_back_matched_member_takes_their_faces_out_of_the_cluster_list_at_once
     assert cluster_faces(cluster_id=cluster.pk).count() == 0
     event_settle(event_id=event.pk)
     assert not Cluster.objects.filter(pk=cluster.pk).exists()
+
+
+def test_a_face_staff_gave_to_someone_else_is_no_reference(event, django_user_model):
+    scene = Scene(event)
+    ann = scene.member(django_user_model, "ann", SELFIE)
+    bob = scene.member(django_user_model, "bob", point((126, 0.9)))
+    near = scene.photo(point((1, 0.30)))
+    x, y = at(0.30, 0.55, 0.35)
+    profile = scene.photo(point((1, x), (2, y)))
+    assert face_assign(face_id=Face.objects.get(photo=near).pk, user_id=bob.pk)
+    event_settle(event_id=event.pk)
+    assert photos_of(bob) == {near.pk}
+    assert profile.pk not in photos_of(ann)  # only ann's own references find for her
