@@ -407,27 +407,30 @@ class RekognitionEngine:
         self, collection: str, user_id: int, selfie: bytes, face_ids: Sequence[str]
     ) -> dict[str, float]:
         """Which of these stored faces are the member: the member as a Rekognition User for the
-        time of the searches (one SearchUsers per face), deleted again at the end."""
+        time of the searches (one SearchUsers per face), deleted again at the end.
+
+        The user is this run's alone (named after the selfie face this run indexed): a second
+        run of the same search (django-q2 may run a task twice) never deletes it under it."""
         if not face_ids:
             return {}
-        user = f"member-{user_id}"
         indexed = self._call(
             "IndexFaces",
             CollectionId=collection,
             Image={"Bytes": selfie},
-            ExternalImageId=user,
+            ExternalImageId=f"member-{user_id}",
             MaxFaces=1,
             QualityFilter="AUTO",
         ).get("FaceRecords", [])
         if not indexed:
             raise SelfieUnusable("Rekognition finds no face in this selfie.")
         selfie_face = indexed[0]["Face"]["FaceId"]
+        user = f"member-{user_id}-{selfie_face}"
         found: dict[str, float] = {}
         try:
             try:
                 self._call("CreateUser", CollectionId=collection, UserId=user)
             except Exception as exc:
-                if _error_code(exc) != "ConflictException":  # left by a run that was killed
+                if _error_code(exc) != "ConflictException":  # this run's own, made before a retry
                     raise
             self._call(
                 "AssociateFaces", CollectionId=collection, UserId=user, FaceIds=[selfie_face]

@@ -697,15 +697,16 @@ def test_a_full_search_goes_on_face_by_face_through_a_user_deleted_afterwards(en
             "QualityFilter": "AUTO",
         },
     )
-    stub.add_response("create_user", {}, {"CollectionId": collection, "UserId": "member-5"})
+    user = f"member-5-{selfie_face}"
+    stub.add_response("create_user", {}, {"CollectionId": collection, "UserId": user})
     stub.add_response(
         "associate_faces",
         {"AssociatedFaces": [{"FaceId": selfie_face}], "UserStatus": "ACTIVE"},
-        {"CollectionId": collection, "UserId": "member-5", "FaceIds": [selfie_face]},
+        {"CollectionId": collection, "UserId": user, "FaceIds": [selfie_face]},
     )
     for fid, similarity in sorted(zip(fids[4096:], (98.0, 60.0), strict=True)):
         matches = (
-            [{"Similarity": similarity, "User": {"UserId": "member-5", "UserStatus": "ACTIVE"}}]
+            [{"Similarity": similarity, "User": {"UserId": user, "UserStatus": "ACTIVE"}}]
             if similarity >= THRESHOLD
             else []
         )
@@ -719,7 +720,7 @@ def test_a_full_search_goes_on_face_by_face_through_a_user_deleted_afterwards(en
                 "MaxUsers": 500,
             },
         )
-    stub.add_response("delete_user", {}, {"CollectionId": collection, "UserId": "member-5"})
+    stub.add_response("delete_user", {}, {"CollectionId": collection, "UserId": user})
     stub.add_response(
         "delete_faces",
         {"DeletedFaces": [selfie_face]},
