@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
@@ -121,7 +122,7 @@ def event_plan(
     rejections: Rejections,
     limits: Limits,
     *,
-    assigned: list[Candidate] = (),  # type: ignore[assignment]
+    assigned: Sequence[Candidate] = (),
     expand: bool = True,
 ) -> tuple[list[Candidate], list[list[int]]]:
     """(the matches to hold, nearest member first, and the clusters as rows of ``faces``)."""
