@@ -6,9 +6,14 @@ noise) with 1-6 faces pasted at varied sizes and positions, some tilted. Faces c
 who must match nobody, from ``groups/bald_guys.jpg`` (24 people none of whom is in ``people/``).
 
 Sizes: the "face height" is the height of dlib's HOG box around the face (brows to chin, about
-the face's width). It is drawn log-uniformly from 80-400 px, so that as many small faces as
-large ones are in the set; a source face is never enlarged more than 2.2x (the smallest sources
-are 91-187 px), so a few faces end up smaller than drawn.
+the face's width). It is drawn log-uniformly from 60-400 px, so that as many small faces as
+large ones are in the set, down to the back rows of a crowd (60 px in a 12 MP photo is 24 px at
+the 1600 px the engine's first pass sees); a source face is never enlarged more than 2.2x (the
+smallest sources are 91-187 px), so a few faces end up smaller than drawn.
+
+Orientation: a share of the photos is stored sideways or upside down with the EXIF orientation
+tag that turns it upright, as phones and cameras held on end store them. The truth is always in
+the upright photo's pixels (4000x3000).
 
 Every photo is a pure function of (seed, index): photo i is the same in a set of 100 or 500.
 The set is cached in ``bench/out/photos/seed<seed>/`` (p0000.jpg + p0000.json, the truth).
@@ -29,12 +34,20 @@ ROOT = Path(__file__).resolve().parent.parent
 FACES = (ROOT.parent / "shared" / "faces").resolve()
 OUT = ROOT / "bench" / "out"
 WIDTH, HEIGHT = 4000, 3000
-FACE_MIN, FACE_MAX = 80, 400
+FACE_MIN, FACE_MAX = 60, 400
 MAX_ENLARGE = 2.2
 TILT_SHARE = 0.35  # share of faces rotated by 3-20 degrees
 STRANGER_SHARE = 0.15  # chance that a face slot holds a stranger
+EXIF_SHARE = 0.08  # share of photos stored rotated, with the EXIF tag that turns them upright
+# EXIF orientation -> the transpose that stores an upright image so that the tag undoes it.
+EXIF_STORED = {
+    3: Image.Transpose.ROTATE_180,
+    6: Image.Transpose.ROTATE_90,
+    8: Image.Transpose.ROTATE_270,
+}
 JPEG_QUALITY = 90
-VERSION = 1  # bump when the composition changes, so that stale caches are not reused
+VERSION = 2  # bump when the composition changes, so that stale caches are not reused
+SOURCES_VERSION = 1  # the same, for the located source faces (bench/out/sources.json)
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ def sources() -> tuple[list[Source], list[Source]]:
     cache = OUT / "sources.json"
     if cache.exists():
         data = json.loads(cache.read_text())
-        if data.get("version") == VERSION and data.get("faces_dir") == str(FACES):
+        if data.get("version") == SOURCES_VERSION and data.get("faces_dir") == str(FACES):
             return [Source(**s) for s in data["members"]], [Source(**s) for s in data["strangers"]]
     members: list[Source] = []
     for name, selfie in selfies().items():
@@ -93,7 +106,7 @@ def sources() -> tuple[list[Source], list[Source]]:
     cache.write_text(
         json.dumps(
             {
-                "version": VERSION,
+                "version": SOURCES_VERSION,
                 "faces_dir": str(FACES),
                 "members": [asdict(s) for s in members],
                 "strangers": [asdict(s) for s in strangers],
@@ -220,14 +233,31 @@ def compose(index: int, seed: int, members: list[Source], strangers: list[Source
                 ],
             }
         )
+    orientation = 1
+    if rnd.random() < EXIF_SHARE:
+        orientation = rnd.choice(sorted(EXIF_STORED))
     truth = {
         "index": index,
         "width": WIDTH,
         "height": HEIGHT,
+        "exif_orientation": orientation,
         "faces": faces,
         "identities": sorted({f["identity"] for f in faces if f["member"]}),
     }
     return image, truth
+
+
+def photo_save(image: Image.Image, path: Path, orientation: int = 1) -> None:
+    """Save an upright picture as a JPEG that shows upright once its EXIF orientation is
+    applied: stored turned, with the tag (1 = stored as it is, no tag)."""
+    if orientation == 1:
+        image.save(path, "JPEG", quality=JPEG_QUALITY)
+        return
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.transpose(EXIF_STORED[orientation]).save(
+        path, "JPEG", quality=JPEG_QUALITY, exif=exif.tobytes()
+    )
 
 
 def photo_set(count: int, seed: int = 7, *, log=print) -> list[tuple[Path, dict]]:
@@ -244,7 +274,7 @@ def photo_set(count: int, seed: int = 7, *, log=print) -> list[tuple[Path, dict]
         if not (path.exists() and meta.exists()):
             image, truth = compose(index, seed, members, strangers, cache)
             tmp = path.with_suffix(".tmp")
-            image.save(tmp, "JPEG", quality=JPEG_QUALITY)
+            photo_save(image, tmp, truth["exif_orientation"])
             tmp.replace(path)
             meta.write_text(json.dumps(truth, indent=1))
             made += 1
@@ -265,6 +295,7 @@ def set_summary(photos: list[tuple[Path, dict]]) -> dict:
         "member_faces": sum(f["member"] for f in faces),
         "stranger_faces": sum(not f["member"] for f in faces),
         "tilted": sum(1 for f in faces if f["angle"]),
+        "exif_rotated_photos": sum(1 for _, t in photos if t.get("exif_orientation", 1) != 1),
         "face_px_min": round(min(sizes)) if sizes else 0,
         "face_px_median": round(float(np.median(sizes))) if sizes else 0,
         "face_px_max": round(max(sizes)) if sizes else 0,
