@@ -31,6 +31,17 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 DESCRIPTOR_SIZE = 128
+# The second pass, for faces too small for the first (issue 14). At 1600 px a face of 60 px in a
+# 4000 px photo is 24 px, and HOG with one upsample finds faces from about 30 px at that size.
+# Skin-coloured blobs of a small face's size, outside the faces already found, are looked at
+# again, enlarged SMALL_PASS_ZOOM times: on bench/process.py's 100 photos they cover about 1% of
+# the picture, and the pass costs about 3% of the first (numbers in bench/README.md).
+SMALL_PASS_CELL = 8  # px at the detection size: skin is judged per cell of this side
+SMALL_PASS_MAX_BLOB = 120  # px: a larger blob is a big face, a body or a wall, not a small face
+SMALL_PASS_MIN_CELLS = 2
+SMALL_PASS_GROW = 1.6  # the region around a blob: its long side times this, plus the margin
+SMALL_PASS_MARGIN = 16
+SMALL_PASS_ZOOM = 3
 # Faces shorter than this (pixels, at the detection size) get their descriptor from the
 # full-resolution image when the caller can provide it.
 SMALL_FACE_PX = 50
@@ -88,6 +99,112 @@ def distances(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
+def _skin_cells(pixels: np.ndarray) -> np.ndarray:
+    """Which SMALL_PASS_CELL-sided cells of an RGB image are mostly skin-coloured.
+
+    The chrominance box of Chai and Ngan (1999), 77 <= Cb <= 127 and 133 <= Cr <= 173, which
+    holds light and dark skin alike: brightness (Y) is left out on purpose.
+    """
+    ycc = np.asarray(Image.fromarray(pixels).convert("YCbCr"))
+    cb, cr = ycc[..., 1], ycc[..., 2]
+    skin = (cb >= 77) & (cb <= 127) & (cr >= 133) & (cr <= 173)
+    cell = SMALL_PASS_CELL
+    rows, cols = skin.shape[0] // cell, skin.shape[1] // cell
+    return (
+        skin[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell).mean(axis=(1, 3)) >= 0.5
+    )
+
+
+def _blobs(cells: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """8-connected groups of true cells: (left, top, right, bottom) in cells, and their count."""
+    height, width = cells.shape
+    seen = np.zeros_like(cells, dtype=bool)
+    blobs = []
+    for y, x in zip(*(a.tolist() for a in np.nonzero(cells)), strict=True):
+        if seen[y, x]:
+            continue
+        seen[y, x] = True
+        stack = [(y, x)]
+        top = bottom = y
+        left = right = x
+        count = 0
+        while stack:
+            cy, cx = stack.pop()
+            count += 1
+            top, bottom, left, right = min(top, cy), max(bottom, cy), min(left, cx), max(right, cx)
+            for ny in (cy - 1, cy, cy + 1):
+                for nx in (cx - 1, cx, cx + 1):
+                    if 0 <= ny < height and 0 <= nx < width and cells[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        stack.append((ny, nx))
+        blobs.append((left, top, right + 1, bottom + 1, count))
+    return blobs
+
+
+def small_face_regions(pixels: np.ndarray, known: Sequence) -> list[tuple[int, int, int, int]]:
+    """Where a face too small for the first pass may be: (left, top, right, bottom) in pixels.
+
+    Skin-coloured blobs no larger than a small face (SMALL_PASS_MAX_BLOB), away from the faces
+    ``known`` (dlib rectangles) and the neck and shoulders below them, each grown into a square
+    region around it. Larger blobs (big faces, arms, a wall the colour of skin) are left out:
+    scanning them enlarged would cost what a full second pass costs.
+    """
+    cells = _skin_cells(pixels)
+    cell = SMALL_PASS_CELL
+    for rect in known:
+        margin = 0.6 * rect.width()
+        cells[
+            max(0, int((rect.top() - margin) // cell)) : max(
+                0, int((rect.bottom() + 2 * margin) // cell) + 1
+            ),
+            max(0, int((rect.left() - margin) // cell)) : max(
+                0, int((rect.right() + margin) // cell) + 1
+            ),
+        ] = False
+    height, width = pixels.shape[:2]
+    regions = []
+    for left, top, right, bottom, count in _blobs(cells):
+        side = max(right - left, bottom - top) * cell
+        if count < SMALL_PASS_MIN_CELLS or side > SMALL_PASS_MAX_BLOB:
+            continue
+        half = (side * SMALL_PASS_GROW + SMALL_PASS_MARGIN) / 2
+        cx, cy = (left + right) * cell / 2, (top + bottom) * cell / 2
+        regions.append(
+            (
+                max(0, int(cx - half)),
+                max(0, int(cy - half)),
+                min(width, int(cx + half)),
+                min(height, int(cy + half)),
+            )
+        )
+    return regions
+
+
+def _small_faces_find(detector, pixels: np.ndarray, grey: Image.Image, known: list) -> list:
+    """The second pass: HOG on each small-face region, enlarged. Returns dlib rectangles at the
+    detection size, none of them a face already ``known`` or found in an overlapping region."""
+    import dlib
+
+    zoom = SMALL_PASS_ZOOM
+    found: list = []
+    for left, top, right, bottom in small_face_regions(pixels, known):
+        crop = grey.crop((left, top, right, bottom))
+        crop = crop.resize((crop.width * zoom, crop.height * zoom), Image.Resampling.BILINEAR)
+        for r in detector(np.asarray(crop), 0):
+            rect = dlib.rectangle(
+                left + round(r.left() / zoom),
+                top + round(r.top() / zoom),
+                left + round(r.right() / zoom),
+                top + round(r.bottom() / zoom),
+            )
+            centre = rect.center()
+            # Regions overlap, and a face the first pass found may reach into one: a face whose
+            # centre lies in a face already kept is that face.
+            if not any(other.contains(centre) for other in (*known, *found)):
+                found.append(rect)
+    return found
+
+
 class LocalEngine:
     name = "local"
     batched_matching = False
@@ -101,8 +218,11 @@ class LocalEngine:
         upsample: int = 1,
         on_call: CallCounter | None = None,
         cap: Cap = no_cap,
+        small_faces: bool = True,
     ) -> None:
         self.threshold = threshold
+        # The second pass for small faces in event photos (faces_detect's small_faces).
+        self.small_faces = small_faces
         self.max_side = max_side
         self.upsample = upsample
         # Counted like the paid engine's calls, so staff statistics see the work done.
@@ -116,9 +236,17 @@ class LocalEngine:
 
     # --- detection ---------------------------------------------------------------------------
     def faces_detect(
-        self, image: Image.Image, *, source: Callable[[], Image.Image] | None = None
+        self,
+        image: Image.Image,
+        *,
+        source: Callable[[], Image.Image] | None = None,
+        small_faces: bool = False,
     ) -> list[DetectedFace]:
         """Faces of an upright image, found at ``max_side`` px.
+
+        ``small_faces``: also look for faces too small for HOG at that size, in a second pass
+        over skin-coloured regions (see small_face_regions). For event photos; a selfie's
+        check keeps to the first pass, so that nothing in its background becomes a second face.
 
         ``source``, if given, returns the same picture at full resolution: a small face's
         descriptor is computed from it, where the face has the pixels the detection size took
@@ -136,7 +264,7 @@ class LocalEngine:
         pixels = np.asarray(work)
         width, height = work.size
         with self.cap(), _compute_lock:
-            found = self._faces_find(pixels, width, height, source)
+            found = self._faces_find(pixels, width, height, source, small_faces)
         # Reading order, so that a face's index is stable across runs.
         found.sort(key=lambda f: (round(f.top, 2), f.left))
         return found
@@ -147,6 +275,7 @@ class LocalEngine:
         width: int,
         height: int,
         source: Callable[[], Image.Image] | None,
+        small_faces: bool = False,
     ) -> list[DetectedFace]:
         import dlib
 
@@ -156,8 +285,12 @@ class LocalEngine:
         # HOG on the grey image: 30% less CPU than on the three colour channels, with the same
         # faces found on the bench's 100 photos and on ../shared/faces (landmarks and
         # descriptors still read the colour pixels).
-        grey = np.asarray(Image.fromarray(pixels).convert("L"))
-        for rect in detector(grey, self.upsample):
+        grey_image = Image.fromarray(pixels).convert("L")
+        grey = np.asarray(grey_image)
+        rects = list(detector(grey, self.upsample))
+        if small_faces:
+            rects += _small_faces_find(detector, pixels, grey_image, rects)
+        for rect in rects:
             left, top = max(rect.left(), 0), max(rect.top(), 0)
             right, bottom = min(rect.right(), width), min(rect.bottom(), height)
             if right <= left or bottom <= top:
@@ -199,7 +332,7 @@ class LocalEngine:
         image: Image.Image,
         source: Callable[[], Image.Image] | None = None,
     ) -> list[DetectedFace]:
-        found = self.faces_detect(image, source=source)
+        found = self.faces_detect(image, source=source, small_faces=self.small_faces)
         self._count("photo_index")
         return found
 
