@@ -117,7 +117,8 @@ def test_attendee_journey_from_join_link_to_deleting_face_data(
         assert not tile_ids(page) & set(others)
         assert page.locator("#photo-count").inner_text() == "3 photos"
         page.wait_for_function(
-            "[...document.querySelectorAll('li.tile img')].every(i => i.complete && i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('li.tile img')]"
+            ".every((i) => i.complete && i.naturalWidth > 0)"
         )
         screenshot(page, "gallery-phone.png")
         screenshot(page, "gallery-desktop.png", DESKTOP)

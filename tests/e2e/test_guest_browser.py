@@ -106,7 +106,8 @@ def test_qr_to_gallery_without_a_password_then_a_second_device_then_deletion(
         wait_until(gallery_full, timeout=120, proc=cluster, what="the guest's photos")
         assert not tile_ids(page) & others
         page.wait_for_function(
-            "[...document.querySelectorAll('li.tile img')].every(i => i.complete && i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('li.tile img')]"
+            ".every((i) => i.complete && i.naturalWidth > 0)"
         )
         screenshot(page, "guest-gallery-phone.png")
 
