@@ -399,6 +399,15 @@ REKOGNITION_PRICE_PER_FACE_MONTH_USD = env_float("REKOGNITION_PRICE_PER_FACE_MON
 # that 250 calls and 144 s, and 60 s 300 calls and 84 s (bench/rekognition.py).
 REKOGNITION_MATCH_WINDOW_S = env_int("REKOGNITION_MATCH_WINDOW_S", 60, minimum=1)
 REKOGNITION_MATCH_MAX_WAIT_S = env_int("REKOGNITION_MATCH_MAX_WAIT_S", 240, minimum=1)
+# "cheaper": a round searches per new face (SearchUsers, the members made Rekognition Users once
+# the rounds' savings pay for it) when that costs less than a search per member behind: a photo
+# every 5 minutes with 50 members costs about half (bench/rekognition.py). "member": always per
+# member, and no member is ever kept at AWS.
+REKOGNITION_ROUND_STRATEGY = env_str("REKOGNITION_ROUND_STRATEGY", "cheaper")
+if REKOGNITION_ROUND_STRATEGY not in {"cheaper", "member"}:
+    raise ImproperlyConfigured(
+        f"REKOGNITION_ROUND_STRATEGY must be 'cheaper' or 'member', not {REKOGNITION_ROUND_STRATEGY!r}"
+    )
 # Attempts after a call's first, for throttling and AWS's transient errors, each after a
 # jittered exponential back-off and a new turn of AWS_REQUESTS_PER_SECOND.
 REKOGNITION_MAX_RETRIES = env_int("REKOGNITION_MAX_RETRIES", 5, minimum=0)

@@ -147,6 +147,10 @@ class MemberSearch(JobFields):
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
     faces_through = models.BigIntegerField(default=0)
     searched_at = models.DateTimeField(null=True, blank=True)
+    # Rekognition: the member's selfie face in the event's collection, associated with a User
+    # there, once rounds search per new face (faces.services.rounds); "" while not. It is
+    # deleted at AWS with the member's face data, or when they give a new selfie.
+    user_face_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta(JobFields.Meta):
         abstract = False

@@ -455,6 +455,88 @@ class RekognitionEngine:
             self._faces_delete(collection, [selfie_face])
         return found
 
+    # --- per new face: the members as Rekognition Users ------------------------------------------
+    def member_user_enroll(self, *, event_id: int, member: MemberRecord) -> str:
+        """Make the member a User of the event's collection, holding their selfie face: the
+        IndexFaces and AssociateFaces (two billed calls) that searching per face needs. Returns
+        the selfie's FaceId there, for the services to record (and forget)."""
+        if member.selfie is None:
+            raise SelfieUnusable("There is no selfie to search with.")
+        collection = self.collection_id(event_id)
+        indexed = self._call(
+            "IndexFaces",
+            CollectionId=collection,
+            Image={"Bytes": jpeg_under_limit(_fit(member.selfie(), SELFIE_MAX_SIDE))},
+            ExternalImageId=f"member-{member.user_id}",
+            MaxFaces=1,
+            QualityFilter="AUTO",
+        ).get("FaceRecords", [])
+        if not indexed:
+            raise SelfieUnusable("Rekognition finds no face in this selfie.")
+        face = indexed[0]["Face"]
+        if member.selfie_face and not _searched_face_ok(face["BoundingBox"], member.selfie_face):
+            self._faces_delete(collection, [face["FaceId"]])
+            raise SelfieUnusable("Rekognition indexed another face than the one in this selfie.")
+        user = f"member-{member.user_id}"
+        try:
+            self._call("CreateUser", CollectionId=collection, UserId=user)
+        except Exception as exc:
+            if _error_code(exc) != "ConflictException":  # made by an earlier, failed attempt
+                raise
+        self._call("AssociateFaces", CollectionId=collection, UserId=user, FaceIds=[face["FaceId"]])
+        return face["FaceId"]
+
+    def member_user_forget(self, *, event_id: int, user_id: int, face_id: str) -> None:
+        """Delete the member's User and selfie face from the event's collection. Gone already
+        is no error."""
+        collection = self.collection_id(event_id)
+        try:
+            self._call("DeleteUser", CollectionId=collection, UserId=f"member-{user_id}")
+        except Exception as exc:
+            if _error_code(exc) != "ResourceNotFoundException":
+                raise
+        if face_id:
+            self._faces_delete(collection, [face_id])
+
+    def faces_candidates(
+        self, *, event_id: int, faces: Sequence[FaceRecord], user_ids: set[int]
+    ) -> list[Candidate]:
+        """SearchUsers once per stored face: which of these members (Users of the event's
+        collection) each face may be, under the threshold."""
+        collection = self.collection_id(event_id)
+        candidates = []
+        for face in faces:
+            if not face.engine_face_id:
+                continue
+            try:
+                response = self._call(
+                    "SearchUsers",
+                    CollectionId=collection,
+                    FaceId=face.engine_face_id,
+                    UserMatchThreshold=self.threshold,
+                    MaxUsers=MAX_USERS,
+                )
+            except Exception as exc:
+                code = _error_code(exc)
+                if code == "ResourceNotFoundException":
+                    return []
+                if code == "InvalidParameterException":  # the face was re-stored meanwhile
+                    continue
+                raise
+            for match in response.get("UserMatches", []):
+                name = match["User"]["UserId"]
+                if not name.startswith("member-") or not name[7:].isdigit():
+                    continue  # a search past 4096's own user, not a member's
+                if int(name[7:]) in user_ids:
+                    candidates.append(
+                        Candidate(
+                            face_id=face.id,
+                            user_id=int(name[7:]),
+                            distance=(100.0 - float(match["Similarity"])) / 100.0,
+                        )
+                    )
+        return candidates
+
     def collections_list(self) -> list[int]:
         """The ids of the events that have a collection at AWS (for the sweep of orphans)."""
         prefix = f"{self.collection_prefix}-event-"

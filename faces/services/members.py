@@ -196,6 +196,8 @@ def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
     """Compute and store the selfie's vector; record a back-match per event. Returns the
     events to back-match, or None when the selfie was deleted or replaced meanwhile."""
     engine = engine_get()
+    # Users made with the old selfie must not be searched for the new one.
+    _member_users_forget(user_id=user_id)
     event_ids = member_event_ids(user_id=user_id)
     image = selfie_image(user_id=user_id)
     enrollment = engine.member_enroll(user_id=user_id, event_ids=event_ids, image=image)
@@ -221,8 +223,27 @@ def _member_enroll(*, user_id: int, pk: int, token: int) -> list[int] | None:
     return event_ids
 
 
+def _member_users_forget(*, user_id: int) -> None:
+    """Delete the member's Users (and their selfie faces) from every event's collection where
+    rounds made them one (faces.services.rounds, per new face), and the records of them."""
+    rows = list(
+        MemberSearch.objects.filter(user_id=user_id)
+        .exclude(user_face_id="")
+        .values_list("event_id", "user_face_id")
+    )
+    if not rows:
+        return
+    engine = engine_get("rekognition")  # only its rounds make Users
+    for event_id, face_id in rows:
+        engine.member_user_forget(event_id=event_id, user_id=user_id, face_id=face_id)
+        MemberSearch.objects.filter(
+            user_id=user_id, event_id=event_id, user_face_id=face_id
+        ).update(user_face_id="")
+
+
 def member_forget(*, user_id: int) -> None:
     """Delete a member's face data everywhere: engine vectors, matches (rejected too), selfie."""
+    _member_users_forget(user_id=user_id)
     selfie = selfie_get(user_id=user_id)
     event_ids = member_event_ids(user_id=user_id)
     if selfie is not None and selfie.engine_ref:

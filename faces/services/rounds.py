@@ -12,13 +12,19 @@ when rounds run is the trade-off between calls and lag (bench/rekognition.py, RE
 
 100 photos and 50 members (25 before the photos, 25 after) cost 150 calls in a burst, and
 200 over 10 minutes at 10 photos a minute (the prototype's round per window: 600), with every
-photo matched within the maximum wait plus one round. Everything that coordinates the rounds
+photo matched within the maximum wait plus one round.
+
+A round may search per new face instead (SearchUsers against the members made Rekognition
+Users), when that is cheaper and the rounds' savings have paid for the Users
+(REKOGNITION_ROUND_STRATEGY=cheaper, ``_round_per_face_users``): a photo every 5 minutes with 25
+members behind costs 4 searches a round instead of 25. Everything that coordinates the rounds
 lives in the shared cache and the database.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
@@ -29,10 +35,12 @@ from django.utils import timezone
 
 from accounts.selectors import selfies_indexed
 from core import jobs
+from core.counters import row_add
+from core.models import Counter
 from events.models import Event
 from events.selectors import member_ids
 
-from ..engines.base import FaceRecord, SelfieUnusable
+from ..engines.base import Candidate, FaceEngine, FaceRecord, MemberRecord, SelfieUnusable
 from ..models import CollectionFace, Face, MemberSearch
 from .engines import engine_get
 from .matching import member_merge, member_records
@@ -120,6 +128,15 @@ def event_rematch(*, event_id: int) -> int:
             event_rematch_schedule(event_id=event_id, delay_s=wait)
             return 0
         behind = members_for_search(behind)
+        through = min(searched.get(m.user_id, 0) for m in behind)
+        new_faces = [f for f in faces if f.id > through]
+        users = _round_per_face_users(
+            event_id=event_id, engine=engine, behind=behind, new_faces=new_faces
+        )
+        if users is not None:
+            return _round_per_face(
+                event_id=event_id, engine=engine, users=users, new_faces=new_faces, newest=newest
+            )
         # Stop well inside the task's timeout; the members left are the next round's, at once.
         budget_ends = time.monotonic() + settings.PHOTO_TASK_TIMEOUT / 2
         for searched_count, member in enumerate(behind):
@@ -140,6 +157,71 @@ def event_rematch(*, event_id: int) -> int:
         raise
     finally:
         cache.delete(running)
+
+
+def _round_per_face_users(
+    *, event_id: int, engine: FaceEngine, behind: list[MemberRecord], new_faces: list[FaceRecord]
+) -> set[int] | None:
+    """The members (all Users of the collection by now) to search for per new face in this
+    round, or None when the round searches per member.
+
+    Per member costs one search per member behind; per new face one per face, once every
+    member is a User of the collection, which costs two calls per member, once. That is a ski
+    rental: each round that would have been cheaper per face adds what it would have saved to
+    the event's bank (a Counter row), and once the bank covers the members' enrolment they are
+    enrolled, and from then on each round takes the cheaper way. The total is at most about
+    twice the cheaper of the two, whatever comes; a burst or a steady stream (more new faces
+    than members a round) never enrols anyone.
+    """
+    if settings.REKOGNITION_ROUND_STRATEGY != "cheaper" or not hasattr(engine, "faces_candidates"):
+        return None
+    saving = len(behind) - len(new_faces)
+    if saving <= 0:
+        return None
+    enrolled = set(
+        MemberSearch.objects.filter(event_id=event_id, user_id__in=[m.user_id for m in behind])
+        .exclude(user_face_id="")
+        .values_list("user_id", flat=True)
+    )
+    missing = [m for m in behind if m.user_id not in enrolled]
+    if not missing:
+        return enrolled
+    bank = f"faces:rounds:saving:{event_id}"
+    row_add(Counter, key={"name": bank}, field="value", amount=saving)
+    if Counter.objects.filter(name=bank).values_list("value", flat=True).get() < 2 * len(missing):
+        return None
+    for member in missing:
+        try:
+            face_id = engine.member_user_enroll(event_id=event_id, member=member)
+        except SelfieUnusable as exc:
+            selfie_retake_request(user_id=member.user_id, reason=str(exc))
+            continue
+        recorded = MemberSearch.objects.filter(user_id=member.user_id, event_id=event_id).update(
+            user_face_id=face_id
+        )
+        if recorded:
+            enrolled.add(member.user_id)
+        else:  # forgotten meanwhile: nothing of theirs may stay at AWS
+            engine.member_user_forget(event_id=event_id, user_id=member.user_id, face_id=face_id)
+    Counter.objects.filter(name=bank).update(value=0)
+    return enrolled
+
+
+def _round_per_face(
+    *,
+    event_id: int,
+    engine: FaceEngine,
+    users: set[int],
+    new_faces: list[FaceRecord],
+    newest: int,
+) -> int:
+    """Search each new face once among the members (SearchUsers), and merge per member."""
+    found: dict[int, list[Candidate]] = defaultdict(list)
+    for candidate in engine.faces_candidates(event_id=event_id, faces=new_faces, user_ids=users):
+        found[candidate.user_id].append(candidate)
+    for user_id in sorted(users):
+        member_merge(user_id=user_id, event_id=event_id, fresh=found[user_id], through=newest)
+    return len(new_faces)
 
 
 def _round_wait_s(*, event_id: int, through: int) -> float:

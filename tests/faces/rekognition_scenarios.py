@@ -2,7 +2,9 @@
 
 100 photos of 4 faces each and 50 members, half of them indexed before the photos and half after:
 - burst: the 100 photos arrive within a minute;
-- trickle: 10 photos a minute for 10 minutes.
+- trickle: 10 photos a minute for 10 minutes;
+- sparse (beside the issue's two): 12 photos, one every 5 minutes, where a round per new face
+  is the cheaper way.
 
 Photos are ingested and processed by ``photos.services`` exactly as a worker does, the engine
 is the Rekognition engine with the emulator as its client, and re-match rounds run when
@@ -166,11 +168,11 @@ def run(
 
     clock = SimulatedClock(timezone.now())
     before, after = users[: MEMBERS // 2], users[MEMBERS // 2 :]
-    arrivals = (
-        [i * 0.5 for i in range(PHOTOS)]  # 100 photos in 50 s
-        if scenario == "burst"
-        else [i * 6.0 for i in range(PHOTOS)]  # 10 a minute for 10 minutes
-    )
+    arrivals = {
+        "burst": [i * 0.5 for i in range(PHOTOS)],  # 100 photos in 50 s
+        "trickle": [i * 6.0 for i in range(PHOTOS)],  # 10 a minute for 10 minutes
+        "sparse": [i * 300.0 for i in range(12)],  # a photo every 5 minutes for an hour
+    }[scenario]
     last = arrivals[-1]
     # The second half join once the photos are all in, one every 10 s.
     joins = {last + 30 + 10 * i: user for i, user in enumerate(after)}

@@ -169,6 +169,42 @@ def test_photos_trickling_in_for_10_minutes_cost_at_most_250_calls_within_5_minu
     assert outcome.billable < outcome.prototype_calls
 
 
+@pytest.mark.django_db(transaction=True)
+def test_photos_minutes_apart_are_searched_per_face_once_that_is_cheaper(
+    colour_emulator, django_user_model, staff_user, settings
+):
+    """A photo every 5 minutes: a round per member costs 25 searches for 4 new faces. After
+    two such rounds the savings pay for making the 25 early members Users (50 calls), and each
+    round then costs 4 SearchUsers."""
+    outcome = scenario_run("sparse", colour_emulator, django_user_model, staff_user)
+    assert (outcome.missing, outcome.wrong) == (0, 0)
+    assert outcome.calls["SearchUsers"] > 0
+    assert outcome.calls["AssociateFaces"] == 25
+    per_member_only = 12 + 12 * 25 + 25  # IndexFaces, a round per photo, the later 25
+    assert outcome.billable <= per_member_only * 0.6
+    assert outcome.lag_s <= 300
+
+    # Forgetting a member deletes their User and selfie face at AWS.
+    collection = colour_emulator.collections[f"findme-event-{Event.objects.get(slug='sparse').pk}"]
+    user = MemberSearch.objects.exclude(user_face_id="").select_related("user").first().user
+    face_id = MemberSearch.objects.get(user=user).user_face_id
+    assert f"member-{user.pk}" in collection.users and face_id in collection.faces
+    faces_services.member_forget(user_id=user.pk)
+    assert f"member-{user.pk}" not in collection.users and face_id not in collection.faces
+
+
+def test_with_the_member_strategy_no_member_becomes_a_user(settings, colour_emulator, event):
+    settings.REKOGNITION_ROUND_STRATEGY = "member"
+    engine = engine_get()
+    from faces.services.rounds import _round_per_face_users
+
+    assert (
+        _round_per_face_users(event_id=event.pk, engine=engine, behind=[object()] * 5, new_faces=[])
+        is None
+    )
+    assert colour_emulator.calls == []
+
+
 # --- the selfie's face, and no other --------------------------------------------------------
 def test_a_selfie_in_which_rekognition_finds_no_face_needs_a_new_photo(
     colour_emulator, event, django_user_model, client, admin_client
