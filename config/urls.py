@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from photos.admin_views import queue_dashboard
+from photos.admin_views import face_crop, queue_dashboard
 
 api_patterns = [
     path("", include("accounts.urls_api")),
@@ -23,6 +23,7 @@ api_patterns = [
 
 urlpatterns = [
     path("admin/queue/", admin.site.admin_view(queue_dashboard), name="admin-queue"),
+    path("admin/faces/crop/<int:face_id>.jpg", admin.site.admin_view(face_crop), name="face-crop"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("", include("photos.urls")),

@@ -66,6 +66,7 @@ class Match(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "matches"
         constraints = [
             models.UniqueConstraint(fields=["photo", "user"], name="match_unique_photo_user"),
             # A face belongs to at most one member.
