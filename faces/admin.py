@@ -246,3 +246,6 @@ class MatchAdmin(admin.ModelAdmin):
 class EngineCallAdmin(admin.ModelAdmin):
     list_display = ("engine", "operation", "count", "updated_at")
     readonly_fields = ("engine", "operation", "count", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # counted by the engines as they are called

@@ -1,6 +1,7 @@
 """Staff's control room in Debian's chromium against a live server and a real worker cluster:
 three photos uploaded from the event's admin page, the queue page refreshing itself, a photo
-with its faces framed; axe-core on each; screenshots in test-artifacts/."""
+with its faces framed, the clusters of faces nobody claims; axe-core on each; screenshots in
+test-artifacts/."""
 
 from __future__ import annotations
 
@@ -92,4 +93,23 @@ def test_upload_in_the_admin_then_the_queue_and_a_photo_with_its_faces(
     )
     screenshot(page, "admin-photo-faces.png")
     assert_accessible(axe, page, "photo page with its faces")
+
+    # The faces nobody claims, grouped: no one has joined, so every face is in a cluster.
+    from faces.models import Cluster, Face
+    from faces.services import event_settle
+
+    event_settle(event_id=event.pk)
+    assert Cluster.objects.filter(event=event).exists()
+    page.goto("/admin/faces/cluster/")
+    page.locator("img.findme-crop").first.wait_for()
+    assert (
+        page.locator("img.findme-crop").count()
+        == Face.objects.filter(event=event, cluster__isnull=False).count()
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.findme-crop')]"
+        ".every((i) => i.complete && i.naturalWidth > 0)"
+    )
+    screenshot(page, "admin-clusters.png")
+    assert_accessible(axe, page, "clusters page")
     page.context.close()
