@@ -190,9 +190,11 @@ class EventAdmin(admin.ModelAdmin):
         if not obj.pk:
             return "Save the event first."
         return format_html(
-            "Drop photos below this form, or run the watcher with an upload token: "
-            "<code>manage.py create_upload_token --user YOU</code>, then "
+            "Drop photos in the box below this form. For the photographer's watcher, an upload "
+            'token: <a href="{}">add one for a staff user</a> (or '
+            "<code>manage.py create_upload_token --user NAME</code>), then "
             "<code>FINDME_TOKEN=… python -m watcher --server URL --event {} FOLDER</code>.",
+            reverse("admin:authtoken_tokenproxy_add"),
             obj.slug,
         )
 

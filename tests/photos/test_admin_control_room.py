@@ -144,6 +144,7 @@ def test_the_event_page_offers_the_upload(staff_client, event):
     assert 'id="findme-upload"' in html
     assert f'data-upload-url="/api/events/{event.slug}/photos/"' in html
     assert "admin-findme/upload.js" in html
+    assert 'href="/admin/authtoken/tokenproxy/add/"' in html  # an upload token for the watcher
 
 
 def test_admin_pages_are_refused_to_attendees(client, attendee, event):
