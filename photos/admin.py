@@ -74,6 +74,7 @@ class EventAdmin(admin.ModelAdmin):
         "members",
         "matched_photos",
         "unmatched_faces",
+        "keep_location",
         "qr_link",
     )
     list_filter = ("keep_location",)
