@@ -130,7 +130,10 @@ def test_qr_to_gallery_without_a_password_then_a_second_device_then_deletion(
 
         # 5. The guest deletes their face data: the gallery empties, everywhere.
         page.get_by_role("link", name="My selfie").click()
-        assert page.locator("img.selfie-on-file").evaluate("i => i.complete && i.naturalWidth > 0")
+        page.wait_for_function(
+            "() => { const i = document.querySelector('img.selfie-on-file');"
+            " return i !== null && i.complete && i.naturalWidth > 0; }"
+        )
         page.get_by_role("link", name="Delete all my face data").click()
         page.get_by_role("button", name="Yes, delete my face data").click()
         page.get_by_text("Your selfie, your face data and your matches are deleted.").wait_for()
