@@ -500,11 +500,11 @@ RATE_LIMITS = {
         "ip": env_rate("RATELIMIT_JOIN_IP", "30/15m"),
         "account": env_rate("RATELIMIT_JOIN_ACCOUNT", "10/15m"),
     },
+    # A venue's guests share its Wi-Fi, so one address is many honest guests arriving at once.
     "guest": {
         "ip": env_rate("RATELIMIT_GUEST_IP", "120/15m"),
         "account": env_rate("RATELIMIT_GUEST_ACCOUNT", "600/15m"),
     },
-    # A venue's guests share its Wi-Fi, so one address is many honest guests arriving at once.
     "selfie": {
         "ip": env_rate("RATELIMIT_SELFIE_IP", "60/h"),
         "account": env_rate("RATELIMIT_SELFIE_ACCOUNT", "20/h"),
