@@ -37,6 +37,16 @@ EMAIL_TAKEN = "A user with that email address already exists."
 GALLERY_LINK_SCOPE = "gallery"
 
 
+def _taken(*, email: str) -> ApplicationError:
+    """Which unique field another account took since the form's checks: the address, else the
+    name (the database's constraints let only one of two simultaneous sign-ups through)."""
+    field = "email" if user_email_taken(email=email) else "username"
+    message = EMAIL_TAKEN if field == "email" else "A user with that username already exists."
+    return ApplicationError(
+        "Some fields are missing or invalid; see detail.", detail={field: [message]}
+    )
+
+
 def user_signup(*, username: str, email: str, password: str) -> tuple[User, str]:
     user_model = get_user_model()
     try:
@@ -46,11 +56,7 @@ def user_signup(*, username: str, email: str, password: str) -> tuple[User, str]
     except IntegrityError:
         # Two sign-ups with one address (or name) at once: the checks before passed for both,
         # the database's unique constraints let one through.
-        field = "email" if user_email_taken(email=email) else "username"
-        message = EMAIL_TAKEN if field == "email" else "A user with that username already exists."
-        raise ApplicationError(
-            "Some fields are missing or invalid; see detail.", detail={field: [message]}
-        ) from None
+        raise _taken(email=email) from None
     return user, token.key
 
 
@@ -83,11 +89,7 @@ def guest_keep(*, user: User, username: str, email: str, password: str) -> tuple
             user.save()  # accounts.models: a password change deletes the old tokens
             token = Token.objects.create(user=user)
     except IntegrityError:
-        field = "email" if user_email_taken(email=email) else "username"
-        message = EMAIL_TAKEN if field == "email" else "A user with that username already exists."
-        raise ApplicationError(
-            "Some fields are missing or invalid; see detail.", detail={field: [message]}
-        ) from None
+        raise _taken(email=email) from None
     return user, token.key
 
 
