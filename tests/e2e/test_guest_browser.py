@@ -1,8 +1,8 @@
 """A wedding guest's first minutes on a phone, in Debian's chromium, against a live server and a
 real worker cluster: the QR code's link, the landing page, "Find my photos", a selfie and no
 password, their gallery; the private link on a second device; deleting their face data. Every
-new page and state is checked by axe-core. Screenshots land in test-artifacts/ (copied to
-docs/screenshots/ for the README).
+new page and state is checked by axe-core. Screenshots land in test-artifacts/; those with real
+faces never go into the repository (docs/screenshots/ has the landing page and the poster).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_qr_to_gallery_without_a_password_then_a_second_device_then_deletion(
             "() => [...document.querySelectorAll('li.tile img')]"
             ".every((i) => i.complete && i.naturalWidth > 0)"
         )
-        screenshot(page, "guest-gallery-phone.png")
+        screenshot(page, "guest-gallery-real-faces-phone.png")
 
         # 4. The private link, shown to copy, opens the same gallery on a second device.
         page.get_by_role("link", name="My link").click()

@@ -175,6 +175,8 @@ def test_a_new_photo_of_me_appears_without_a_reload_with_a_notice(
     notice.get_by_role("button", name="Show it").click()
     assert page.evaluate("document.activeElement.closest('.tile').dataset.photoId") == str(mine)
     assert notice.inner_text() == ""
+    # The guest's gallery at phone size, with generated photos: docs/screenshots/ holds no face.
+    screenshot(page, "guest-gallery-phone.png")
     page.locator(f"#photo-{mine} .tile-open").click()
     page.locator("dialog#lightbox").wait_for(state="visible")
     page.keyboard.press("Escape")
