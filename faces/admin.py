@@ -40,6 +40,24 @@ def _crop(face_id: int, *, size: int = 80) -> str:
     )
 
 
+def matches_label(matches: list[Match]) -> str:
+    """Who a face is matched to, at what distance, by whom: "ann (0.432, by staff)"."""
+    if not matches:
+        return "nobody"
+    return format_html_join(
+        ", ",
+        "{} ({}{})",
+        (
+            (
+                m.user.get_username(),
+                f"{m.distance:.3f}",
+                (", by staff" if m.assigned else "") + (", said not me" if m.rejected else ""),
+            )
+            for m in matches
+        ),
+    )
+
+
 class AssignForm(forms.ModelForm):
     """A face or a cluster's change page: give it to one of the event's members."""
 
@@ -125,16 +143,7 @@ class FaceAdmin(admin.ModelAdmin):
         matches = getattr(obj, "live_matches", None)
         if matches is None:
             matches = list(obj.matches.filter(rejected=False).select_related("user"))
-        if not matches:
-            return "nobody"
-        return format_html_join(
-            ", ",
-            "{} ({}{})",
-            (
-                (m.user.get_username(), f"{m.distance:.3f}", ", by staff" if m.assigned else "")
-                for m in matches
-            ),
-        )
+        return matches_label(matches)
 
     def save_model(self, request: HttpRequest, obj: Face, form, change: bool) -> None:
         # Nothing of the face itself is edited: the form only says what to do with it.

@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 
 from core.imaging import ImageRejected
 from events.models import Event, Membership
+from faces.admin import matches_label
 from faces.models import Face, Match
 
 from . import services
@@ -324,7 +325,7 @@ class PhotoAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td></tr>",
-            ((f.index + 1, _face_matches(f)) for f in faces),
+            ((f.index + 1, matches_label(list(f.matches.all()))) for f in faces),
         )
         # Boxes drawn in SVG over the preview (no inline styles: the CSP forbids them).
         return format_html(
@@ -342,17 +343,3 @@ class PhotoAdmin(admin.ModelAdmin):
             boxes,
             rows,
         )
-
-
-def _face_matches(face: Face) -> str:
-    matches = list(face.matches.all())
-    if not matches:
-        return "nobody"
-    return format_html_join(
-        ", ",
-        "{} ({}{})",
-        (
-            (m.user.get_username(), f"{m.distance:.3f}", ", said not me" if m.rejected else "")
-            for m in matches
-        ),
-    )
