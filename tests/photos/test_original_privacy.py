@@ -215,7 +215,11 @@ def test_the_scan_data_streams_in_pieces_of_the_chunk_size():
     pieces = list(privacy.location_removed(io.BytesIO(data), "image/jpeg", chunk_size=8192))
     head, rest = pieces[0], pieces[1:]
     assert len(head) < 4096  # the segments before the scan, EXIF included
-    assert len(rest) > 10 and max(len(p) for p in rest) == 8192
+    sizes = sorted(len(p) for p in rest)
+    assert len(rest) > 10 and sizes[len(sizes) // 2] == 8192
+    # A piece may run a few bytes over: a trailing 0xFF, or the 12 bytes that tell an
+    # FF E1 in the noise from an embedded EXIF segment, wait for the next read.
+    assert sizes[-1] <= 8192 + 12
 
 
 def test_location_removal_wins_over_sending_the_file_through_nginx(
