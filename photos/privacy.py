@@ -22,7 +22,9 @@ How each format is handled:
   every other chunk stay as they were.
 - HEIC: the EXIF item's position is only known from the ISO BMFF boxes, which pillow-heif
   reads from the whole file; HEIC originals are therefore read into memory (phone HEICs are
-  a few MB) and the EXIF blob is scrubbed where it lies. XMP in HEIC is left as it is.
+  a few MB) and the EXIF blob is scrubbed where it lies. The XMP item (which may carry
+  ``exif:GPSLatitude`` or ``photoshop:City``) is overwritten where it lies by an empty XMP
+  packet padded with whitespace to the same length, so no box or offset moves.
 """
 
 from __future__ import annotations
@@ -289,9 +291,10 @@ def _heic(source: BinaryIO, chunk_size: int) -> Iterator[bytes]:
 
     data = bytearray(source.read())
     try:
-        exif = pillow_heif.open_heif(io.BytesIO(data)).info.get("exif")
+        info = pillow_heif.open_heif(io.BytesIO(data)).info
     except (ValueError, RuntimeError) as error:
         raise _Malformed(f"HEIC unreadable: {error}") from None
+    exif, xmp = info.get("exif"), info.get("xmp")
     if exif:
         tiff = exif[len(_EXIF_HEADER) :] if exif.startswith(_EXIF_HEADER) else exif
         at = data.find(tiff)
@@ -299,8 +302,29 @@ def _heic(source: BinaryIO, chunk_size: int) -> Iterator[bytes]:
             raise _Malformed("HEIC EXIF not stored in one piece")
         clean = exif_location_removed(tiff)
         data[at : at + len(tiff)] = clean if clean is not None else bytes(len(tiff))
+    if xmp:
+        at = data.find(xmp)
+        if at < 0:
+            raise _Malformed("HEIC XMP not stored in one piece")
+        data[at : at + len(xmp)] = _empty_xmp(len(xmp))
     for start in range(0, len(data), chunk_size):
         yield bytes(data[start : start + chunk_size])
+
+
+_EMPTY_XMP_HEAD = (
+    b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'
+)
+_EMPTY_XMP_TAIL = b'<?xpacket end="w"?>'
+
+
+def _empty_xmp(size: int) -> bytes:
+    """An XMP packet that says nothing, ``size`` bytes long: XMP allows whitespace padding
+    before the closing processing instruction. Too little room for even that, spaces only."""
+    room = size - len(_EMPTY_XMP_HEAD) - len(_EMPTY_XMP_TAIL)
+    if room < 0:
+        return b" " * size
+    return _EMPTY_XMP_HEAD + b" " * room + _EMPTY_XMP_TAIL
 
 
 _BY_TYPE = {"image/jpeg": _jpeg, "image/png": _png, "image/webp": _webp, "image/heic": _heic}

@@ -179,6 +179,43 @@ def test_heic_loses_its_gps():
     assert len(out) == len(data)
 
 
+XMP_WITH_PLACE = (
+    b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    b'xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="48,51.5N" '
+    b'xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" photoshop:City="Paris"/>'
+    b'</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+)
+
+
+def test_heic_xmp_is_emptied_in_place_and_the_file_still_reads():
+    pillow_heif.register_heif_opener()
+    buffer = io.BytesIO()
+    image = Image.effect_noise((96, 64), 40).convert("RGB")
+    image.save(buffer, "HEIF", exif=exif_with_gps().tobytes(), xmp=XMP_WITH_PLACE)
+    data = buffer.getvalue()
+    assert b"Paris" in data
+
+    out = b"".join(privacy.location_removed(io.BytesIO(data), "image/heic"))
+
+    assert b"Paris" not in out and b"GPSLatitude" not in out
+    assert len(out) == len(data)
+    heif = pillow_heif.open_heif(io.BytesIO(out))
+    assert len(heif.info["xmp"]) == len(XMP_WITH_PLACE)
+    assert heif.info["xmp"].startswith(b"<?xpacket begin=")
+    assert heif.info["xmp"].endswith(b'<?xpacket end="w"?>')
+    assert Image.open(io.BytesIO(out)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
+    assert not Image.open(io.BytesIO(out)).getexif().get_ifd(GPS_IFD)
+
+
+def test_an_xmp_too_short_for_an_empty_packet_becomes_spaces():
+    assert privacy._empty_xmp(12) == b" " * 12
+    packet = privacy._empty_xmp(400)
+    assert len(packet) == 400
+    assert packet.startswith(b"<?xpacket begin=") and packet.endswith(b'<?xpacket end="w"?>')
+
+
 def test_jpeg_xmp_and_iptc_are_dropped_and_unreadable_exif_too():
     base = with_gps("JPEG")
     xmp = jpeg_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta>Paris</x:xmpmeta>")
