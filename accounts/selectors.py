@@ -60,7 +60,14 @@ def user_email_taken(*, email: str) -> bool:
     return bool(email) and User.objects.filter(email__iexact=email.strip()).exists()
 
 
+def token_expires_at(*, created_at: datetime) -> datetime | None:
+    """When an API token made at ``created_at`` stops working: settings.TOKEN_TTL_DAYS later,
+    or never (None) when that is 0."""
+    ttl_days = settings.TOKEN_TTL_DAYS
+    return created_at + timedelta(days=ttl_days) if ttl_days else None
+
+
 def token_expired(*, created_at: datetime) -> bool:
     """Whether an API token made at ``created_at`` has outlived settings.TOKEN_TTL_DAYS (0: never)."""
-    ttl_days = settings.TOKEN_TTL_DAYS
-    return bool(ttl_days) and created_at + timedelta(days=ttl_days) <= timezone.now()
+    expires_at = token_expires_at(created_at=created_at)
+    return expires_at is not None and expires_at <= timezone.now()

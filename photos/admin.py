@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.files.base import ContentFile
@@ -5,14 +7,17 @@ from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 
 from core.imaging import ImageRejected
 from events.models import Event, Membership
 from faces.admin import matches_label
 from faces.models import Face, Match
 
-from . import services
+from . import selectors, services
 from .models import Photo
 
 
@@ -89,6 +94,7 @@ class EventAdmin(admin.ModelAdmin):
         "join_link",
         "qr_link",
         "upload_help",
+        "upload_tokens",
     )
     fieldsets = (
         (None, {"fields": ("name", "slug", "join_code", "join_link", "qr_link")}),
@@ -96,7 +102,7 @@ class EventAdmin(admin.ModelAdmin):
             "Progress",
             {"fields": ("progress", "members", "matched_photos", "unmatched_faces")},
         ),
-        ("Upload", {"fields": ("upload_help",)}),
+        ("Upload", {"fields": ("upload_help", "upload_tokens")}),
         ("Landing page and poster", {"fields": ("date", "organiser", "cover", "logo")}),
         ("Privacy", {"fields": ("keep_location",)}),
     )
@@ -200,6 +206,38 @@ class EventAdmin(admin.ModelAdmin):
             obj.slug,
         )
 
+    @admin.display(description="Upload tokens")
+    def upload_tokens(self, obj: Event) -> str:
+        if not obj.pk:
+            return "-"
+        tokens = selectors.event_upload_tokens(event=obj)
+        if not tokens:
+            return "No staff user has a token yet."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td><code>{}…</code></td><td>{}</td><td>{}</td><td>{}</td>"
+            '<td><a href="{}">Revoke</a></td></tr>',
+            (
+                (
+                    token.user.get_username(),
+                    token.key_start,
+                    date_format(localtime(token.created_at), "DATE_FORMAT"),
+                    _expiry(token.expires_at),
+                    token.photos,
+                    reverse("admin:authtoken_tokenproxy_delete", args=[token.user.pk]),
+                )
+                for token in tokens
+            ),
+        )
+        return format_html(
+            '<table class="findme-tokens"><thead><tr><th scope="col">Staff user</th>'
+            '<th scope="col">Token</th><th scope="col">Created</th><th scope="col">Expires</th>'
+            '<th scope="col">Photos uploaded here</th><th scope="col">'
+            '<span class="visually-hidden">Action</span></th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            rows,
+        )
+
     @admin.action(description="Scan the failed photos of the selected events again")
     def reprocess_failed(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
         ids = Photo.objects.filter(
@@ -207,6 +245,14 @@ class EventAdmin(admin.ModelAdmin):
         ).values_list("pk", flat=True)
         count = sum(services.photo_reprocess(photo_id=pk) for pk in list(ids))
         self.message_user(request, f"{count} failed photos queued again.", messages.SUCCESS)
+
+
+def _expiry(expires_at: datetime | None) -> str:
+    if expires_at is None:
+        return "never"
+    if expires_at <= timezone.now():
+        return "expired: the next create_upload_token replaces it"
+    return date_format(localtime(expires_at), "DATE_FORMAT")
 
 
 @admin.register(Membership)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Count, IntegerField, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from accounts.selectors import token_expires_at
 from core.errors import NotFound
 from events.models import Event, Membership
 
@@ -66,6 +69,44 @@ def event_member_count(*, event: Event) -> int:
 def event_photo_count(*, event: Event) -> int:
     """The event's photos so far that a guest could be found in (processed)."""
     return Photo.objects.filter(event=event, status=Photo.Status.DONE).count()
+
+
+class UploadToken(NamedTuple):
+    """A staff user's API token as the event's admin page lists it: never the whole key."""
+
+    user: User
+    key_start: str
+    created_at: datetime
+    expires_at: datetime | None
+    photos: int  # of this event, uploaded by this user
+
+
+def event_upload_tokens(*, event: Event) -> list[UploadToken]:
+    """The tokens that can upload to ``event`` (every active staff user's), with how many of
+    its photos each user uploaded; the most used first. One query."""
+    uploaded = (
+        Photo.objects.filter(event=event, uploaded_by=OuterRef("user_id"))
+        .order_by()
+        .values("uploaded_by")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    tokens = (
+        Token.objects.filter(user__is_staff=True, user__is_active=True)
+        .select_related("user")
+        .annotate(photos=Coalesce(Subquery(uploaded, output_field=IntegerField()), 0))
+        .order_by("-photos", "user__username")
+    )
+    return [
+        UploadToken(
+            user=token.user,
+            key_start=token.key[:6],
+            created_at=token.created,
+            expires_at=token_expires_at(created_at=token.created),
+            photos=token.photos,
+        )
+        for token in tokens
+    ]
 
 
 def membership_exists(*, user: User, event: Event) -> bool:

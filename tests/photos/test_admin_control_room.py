@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from events.models import Event, Membership
 from faces.models import Face, Match
@@ -145,6 +148,40 @@ def test_the_event_page_offers_the_upload(staff_client, event):
     assert f'data-upload-url="/api/events/{event.slug}/photos/"' in html
     assert "admin-findme/upload.js" in html
     assert 'href="/admin/authtoken/tokenproxy/add/"' in html  # an upload token for the watcher
+
+
+def test_the_event_page_lists_upload_tokens_with_expiry_and_use(
+    staff_client, event, django_user_model, settings
+):
+    settings.TOKEN_TTL_DAYS = 30
+    ana = django_user_model.objects.create_user(username="ana", password="x", is_staff=True)
+    ben = django_user_model.objects.create_user(username="ben", password="x", is_staff=True)
+    gone = django_user_model.objects.create_user(
+        username="gone", password="x", is_staff=True, is_active=False
+    )
+    guest = django_user_model.objects.create_user(username="guest", password="x")
+    keys = {user: Token.objects.create(user=user).key for user in (ana, ben, gone, guest)}
+    Token.objects.filter(user=ben).update(created=timezone.now() - timedelta(days=31))
+    other = Event.objects.create(name="Other", slug="other", join_code="OTHER1")
+    for _ in range(3):
+        Photo.objects.filter(pk=photo_make(event).pk).update(uploaded_by=ana)
+    Photo.objects.filter(pk=photo_make(other).pk).update(uploaded_by=ben)
+
+    html = staff_client.get(f"/admin/events/event/{event.pk}/change/").content.decode()
+
+    rows = re.findall(
+        r"<tr><td>(\w+)</td><td><code>(\w+)…</code></td><td>[^<]+</td>"
+        r"<td>([^<]+)</td><td>(\d+)</td>",
+        html,
+    )
+    assert [(name, start, photos) for name, start, _, photos in rows] == [
+        ("ana", keys[ana][:6], "3"),
+        ("ben", keys[ben][:6], "0"),  # the other event's photo is not counted here
+    ]
+    assert rows[1][2].startswith("expired")
+    assert not rows[0][2].startswith("expired")
+    assert all(key not in html for key in keys.values())  # never the whole key
+    assert f'href="/admin/authtoken/tokenproxy/{ana.pk}/delete/"' in html
 
 
 def test_admin_pages_are_refused_to_attendees(client, attendee, event):
