@@ -9,7 +9,9 @@ How each format is handled:
   and entries are overwritten with zeros and the IFD is left with no entries. Every other
   byte stays where it was, so orientation, DateTimeOriginal, the embedded thumbnail and maker
   notes (whose offsets are absolute, and which a re-serialisation such as Pillow's
-  ``Exif.tobytes()`` would break or drop) survive untouched. EXIF that cannot be parsed
+  ``Exif.tobytes()`` would break or drop) survive untouched. The embedded JPEG thumbnail
+  (IFD1) is walked too: its own EXIF is scrubbed the same way, its XMP and IPTC zeroed in
+  place. EXIF that cannot be parsed
   cannot be proven clean, so it is dropped (JPEG, PNG) or blanked (WebP, HEIC).
 - JPEG: the segments before the scan are read one by one (each at most 64 KB); APP1 EXIF is
   scrubbed, APP1 XMP (which may carry ``exif:GPSLatitude``, ``photoshop:City``) and APP13
@@ -73,7 +75,7 @@ def exif_location_removed(tiff: bytes) -> bytes | None:
         return None
 
 
-def _scrub_tiff(tiff: bytearray) -> bytearray:
+def _scrub_tiff(tiff: bytearray | memoryview, depth: int = 0) -> bytearray | memoryview:
     order = {b"II": "<", b"MM": ">"}.get(bytes(tiff[:2]))
     if order is None or struct.unpack_from(order + "H", tiff, 2)[0] != 42:
         raise _Malformed("not a TIFF header")
@@ -83,12 +85,60 @@ def _scrub_tiff(tiff: bytearray) -> bytearray:
         if offset in seen:
             raise _Malformed("IFD chain loops")
         seen.add(offset)
-        for tag, _type, _count, value, _at in _entries(tiff, order, offset):
+        thumbnail: dict[int, int] = {}
+        for tag, type_, _count, value, at in _entries(tiff, order, offset):
             if tag == GPS_IFD_TAG:
                 _empty_ifd(tiff, order, value)
+            elif tag in (_THUMBNAIL_START, _THUMBNAIL_LENGTH):
+                short = type_ == 3  # the standard says LONG; SHORT sits in the first 2 bytes
+                thumbnail[tag] = struct.unpack_from(order + ("H" if short else "I"), tiff, at + 8)[
+                    0
+                ]
+        if len(thumbnail) == 2:
+            _scrub_thumbnail(tiff, thumbnail[_THUMBNAIL_START], thumbnail[_THUMBNAIL_LENGTH], depth)
         count = struct.unpack_from(order + "H", tiff, offset)[0]
         offset = struct.unpack_from(order + "I", tiff, offset + 2 + 12 * count)[0]
     return tiff
+
+
+_THUMBNAIL_START, _THUMBNAIL_LENGTH = 0x0201, 0x0202  # IFD1's JPEGInterchangeFormat(Length)
+
+
+def _scrub_thumbnail(tiff: bytearray | memoryview, start: int, length: int, depth: int) -> None:
+    """Scrub, in place, the metadata of the JPEG thumbnail at ``tiff[start:start+length]``.
+
+    A thumbnail is a small JPEG and may carry an APP1 EXIF of its own, GPS included (some
+    editors copy the whole EXIF into it). Its EXIF is scrubbed as the outer one is; its XMP,
+    IPTC and unreadable EXIF are zeroed (an APP segment of zeros is one readers skip)."""
+    end = start + length
+    if not length or end > len(tiff):
+        raise _Malformed("thumbnail outside the EXIF")
+    if tiff[start : start + 2] != b"\xff\xd8":
+        return  # not a JPEG thumbnail: no segments, so no metadata of its own
+    at = start + 2
+    while at + 4 <= end:
+        if tiff[at] != 0xFF:
+            raise _Malformed("thumbnail segment without a marker")
+        kind = tiff[at + 1]
+        if kind in (0xDA, 0xD9):
+            return
+        if 0xD0 <= kind <= 0xD7 or kind in (0x01, 0xFF):
+            at += 1 if kind == 0xFF else 2
+            continue
+        segment_end = at + 2 + struct.unpack_from(">H", tiff, at + 2)[0]
+        if segment_end > end:
+            raise _Malformed("thumbnail segment runs past the thumbnail")
+        payload = memoryview(tiff)[at + 4 : segment_end]
+        if kind == 0xE1 and bytes(payload[: len(_EXIF_HEADER)]) == _EXIF_HEADER:
+            if depth >= 2:  # a thumbnail's thumbnail's thumbnail: no camera writes that
+                raise _Malformed("thumbnails nested too deep")
+            try:
+                _scrub_tiff(payload[len(_EXIF_HEADER) :], depth + 1)
+            except (_Malformed, struct.error):
+                payload[:] = bytes(len(payload))
+        elif kind in (0xE1, 0xED):  # XMP, IPTC, or an APP1 we cannot read
+            payload[:] = bytes(len(payload))
+        at = segment_end
 
 
 def _entries(tiff: bytearray, order: str, offset: int) -> list[tuple[int, int, int, int, int]]:

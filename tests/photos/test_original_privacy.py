@@ -179,6 +179,41 @@ def test_heic_loses_its_gps():
     assert len(out) == len(data)
 
 
+def exif_with_a_located_thumbnail(thumbnail: bytes) -> bytes:
+    """An EXIF (``Exif\\0\\0`` and a little-endian TIFF) whose IFD0 holds the orientation and
+    whose IFD1 points at ``thumbnail``, as cameras store their embedded preview."""
+    ifd0 = struct.pack("<HHHIHH", 1, ORIENTATION, 3, 1, 6, 0) + struct.pack("<I", 26)
+    ifd1 = struct.pack("<HHHIIHHII", 2, 0x0201, 4, 1, 56, 0x0202, 4, 1, len(thumbnail))
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + ifd1 + struct.pack("<I", 0)
+    assert len(tiff) == 56
+    return b"Exif\x00\x00" + tiff + thumbnail
+
+
+def test_the_embedded_thumbnail_loses_its_own_gps_and_xmp_and_still_decodes():
+    xmp = jpeg_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta>Paris</x:xmpmeta>")
+    small = with_gps("JPEG", (40, 30))
+    thumbnail = small[:2] + xmp + small[2:]
+    buffer = io.BytesIO()
+    Image.effect_noise((320, 240), 40).convert("RGB").save(
+        buffer, "JPEG", exif=exif_with_a_located_thumbnail(thumbnail)
+    )
+    data = buffer.getvalue()
+    assert all(raw in data for raw in LATITUDE_BYTES.values()) and b"Paris" in data
+
+    out = b"".join(privacy.location_removed(io.BytesIO(data), "image/jpeg"))
+
+    assert len(out) == len(data)
+    assert not any(raw in out for raw in LATITUDE_BYTES.values())
+    assert b"Paris" not in out
+    at = data.index(thumbnail)
+    cleaned = Image.open(io.BytesIO(out[at : at + len(thumbnail)]))
+    assert cleaned.size == (40, 30)
+    assert not cleaned.getexif().get_ifd(GPS_IFD)
+    assert cleaned.getexif().get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL) == TAKEN
+    assert Image.open(io.BytesIO(out)).getexif().get(ORIENTATION) == 6
+    assert scan_data(out) == scan_data(data)
+
+
 XMP_WITH_PLACE = (
     b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
     b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
