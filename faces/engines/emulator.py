@@ -13,7 +13,8 @@ This object answers the calls FindMe makes with the semantics AWS documents:
 - SearchFacesByImage and SearchUsersByImage search the image's largest face only, and say which
   (``SearchedFaceBoundingBox``); no face at all is ``InvalidParameterException``;
 - ``MaxFaces`` of a search is at most 4096, ``MaxUsers`` at most 500, DeleteFaces takes at most
-  4096 ids and AssociateFaces 100, image bytes at most 5 MB (``ImageTooLargeException``);
+  4096 ids and AssociateFaces 100, image bytes at most 5 MB (``ImageTooLargeException``),
+  an image at least 80 x 80 pixels (``InvalidParameterException``);
 - a missing collection is ``ResourceNotFoundException``; creating one twice, or a user twice,
   is ``ResourceAlreadyExistsException`` / ``ConflictException``;
 - ``throttle_rate``: that share of calls (chosen by a seeded generator) fails with
@@ -50,6 +51,7 @@ MAX_DELETE_IDS = 4096
 MAX_ASSOCIATE_IDS = 100
 MAX_USERS = 500
 MIN_FACE_PX = 40
+MIN_IMAGE_SIDE = 80
 SIMILARITY_PER_DISTANCE = 10.0
 MODEL_VERSION = "7.0"
 
@@ -168,6 +170,10 @@ class RekognitionEmulator:
                 ) from None
             self._seen[key] = (self.detector.faces_detect(picture.convert("RGB")), picture.size)
         found, (width, height) = self._seen[key]
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise _error(
+                operation, "InvalidParameterException", "The image is under 80 x 80 pixels."
+            )
         faces = [(f, round(f.height * height)) for f in found if f.descriptor]
         faces.sort(key=lambda pair: pair[0].width * width * pair[0].height * height, reverse=True)
         return faces

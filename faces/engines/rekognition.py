@@ -105,6 +105,11 @@ MAX_MATCHES = 4096
 MAX_USERS = 500
 SELFIE_MAX_SIDE = 1024
 DETECT_MAX_SIDE = 1600
+# AWS refuses an image under 80 px on either side (InvalidParameterException). A selfie's face
+# crop can be that small; it is enlarged. A photo is enlarged too, unless that would make it
+# longer than this: a strip that thin holds no face Rekognition finds (its least is 40 px).
+MIN_IMAGE_SIDE = 80
+MAX_ENLARGED_SIDE = 4096
 
 
 def jpeg_under_limit(image: Image.Image, *, limit: int = MAX_IMAGE_BYTES) -> bytes:
@@ -124,11 +129,28 @@ def jpeg_under_limit(image: Image.Image, *, limit: int = MAX_IMAGE_BYTES) -> byt
 
 
 def _fit(image: Image.Image, max_side: int) -> Image.Image:
-    if max(image.size) <= max_side:
+    """The image within ``max_side``, and at least MIN_IMAGE_SIDE on its short side."""
+    if max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return _enlarged(image) or image
+
+
+def _enlarged(image: Image.Image) -> Image.Image | None:
+    """The image, enlarged to MIN_IMAGE_SIDE on its short side where it is shorter; None when
+    that would make it longer than MAX_ENLARGED_SIDE."""
+    short, long = min(image.size), max(image.size)
+    if short >= MIN_IMAGE_SIDE:
         return image
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR)
+    scale = MIN_IMAGE_SIDE / max(short, 1)
+    if long * scale > MAX_ENLARGED_SIDE:
+        return None
+    size = (
+        max(MIN_IMAGE_SIDE, round(image.width * scale)),
+        max(MIN_IMAGE_SIDE, round(image.height * scale)),
+    )
+    return image.resize(size, Image.Resampling.BICUBIC)
 
 
 def _clamp(value: float) -> float:
@@ -289,9 +311,15 @@ class RekognitionEngine:
         """IndexFaces once. The services forget what an earlier run of this photo indexed
         first, and record the ids returned here."""
         collection = self.collection_id(event_id)
+        sent = _enlarged(image)
+        if sent is None:
+            logger.info(
+                "photo %s: %s px is too thin for Rekognition, no faces", photo_id, image.size
+            )
+            return []
         params = {
             "CollectionId": collection,
-            "Image": {"Bytes": jpeg_under_limit(image)},
+            "Image": {"Bytes": jpeg_under_limit(sent)},
             "ExternalImageId": f"photo-{photo_id}",
             "MaxFaces": MAX_FACES_PER_PHOTO,
             "QualityFilter": "AUTO",

@@ -114,6 +114,7 @@ def test_emulator_refuses_what_aws_refuses(colour_emulator):
             colour_emulator.search_faces_by_image,
             {"Image": {"Bytes": jpeg(Image.new("RGB", (99, 99), "white"))}},
         ),
+        (colour_emulator.index_faces, {"Image": {"Bytes": jpeg(Image.new("RGB", (79, 300)))}}),
     ]
     codes = []
     for method, params in cases:
@@ -125,6 +126,7 @@ def test_emulator_refuses_what_aws_refuses(colour_emulator):
         "ImageTooLargeException",
         "InvalidParameterException",
         "InvalidParameterException",  # no face in the image
+        "InvalidParameterException",  # under 80 px on a side
     ]
 
 
@@ -203,6 +205,46 @@ def test_with_the_member_strategy_no_member_becomes_a_user(settings, colour_emul
         is None
     )
     assert colour_emulator.calls == []
+
+
+# --- images under AWS's 80 px ----------------------------------------------------------------
+def test_a_selfie_whose_face_crop_is_under_80_px_is_enlarged_and_still_matches(
+    colour_emulator, event, django_user_model
+):
+    photo_bytes = scenarios.photo_of([0, 1, 2, 3], 1)
+    photo = photo_ingest(event=event, upload=uploaded("p.jpg", photo_bytes), uploaded_by=None).photo
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    ann = member_new(django_user_model, event, "ann")
+    # A selfie taken from afar: a 30 px face, so the crop with its margin is 60 px square.
+    image = Image.new("RGB", (480, 480), "white")
+    image.paste(Image.new("RGB", (30, 30), scenarios.colours()[2]), (225, 225))
+    selfie_give(ann, jpeg(image), (225 / 480, 225 / 480, 30 / 480, 30 / 480))
+
+    faces_services.member_index(user_id=ann.pk)
+
+    assert Selfie.objects.get(user=ann).status != Selfie.Status.RETAKE
+    assert matched_photos(ann) == {photo.pk}
+    assert not [c for c in colour_emulator.calls if c.error == "InvalidParameterException"]
+
+
+def test_a_small_photo_is_enlarged_for_indexing_and_a_thin_strip_is_not_sent(
+    colour_emulator, event
+):
+    small = Image.new("RGB", (70, 70), "white")
+    small.paste(Image.new("RGB", (50, 50), scenarios.colours()[1]), (10, 10))
+    strip = Image.new("RGB", (3000, 40), "white")
+    strip.paste(Image.new("RGB", (30, 30), scenarios.colours()[2]), (100, 5))
+    photos = [
+        photo_ingest(event=event, upload=uploaded(name, jpeg(image)), uploaded_by=None).photo
+        for name, image in [("small.jpg", small), ("strip.jpg", strip)]
+    ]
+
+    assert [photo_process(photo_id=p.pk) for p in photos] == [Photo.Status.DONE] * 2
+
+    assert Face.objects.filter(photo=photos[0]).count() == 1
+    assert Face.objects.filter(photo=photos[1]).count() == 0
+    indexed = [c.error for c in colour_emulator.calls if c.operation == "IndexFaces"]
+    assert indexed == ["ResourceNotFoundException", ""]  # the collection made, then one call
 
 
 # --- the selfie's face, and no other --------------------------------------------------------
