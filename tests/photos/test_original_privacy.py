@@ -244,6 +244,21 @@ def test_heic_xmp_is_emptied_in_place_and_the_file_still_reads():
     assert not Image.open(io.BytesIO(out)).getexif().get_ifd(GPS_IFD)
 
 
+def test_webp_xmp_becomes_an_unknown_chunk_of_zeros_and_the_file_still_reads():
+    buffer = io.BytesIO()
+    image = Image.effect_noise((96, 64), 40).convert("RGB")
+    image.save(buffer, "WEBP", exif=exif_with_gps().tobytes(), xmp=XMP_WITH_PLACE, lossless=True)
+    data = buffer.getvalue()
+    assert b"Paris" in data
+
+    out = b"".join(privacy.location_removed(io.BytesIO(data), "image/webp"))
+
+    assert b"Paris" not in out and b"XMP " not in out
+    assert len(out) == len(data)
+    assert Image.open(io.BytesIO(out)).tobytes() == image.tobytes()
+    assert_location_free(out)
+
+
 def test_an_xmp_too_short_for_an_empty_packet_becomes_spaces():
     assert privacy._empty_xmp(12) == b" " * 12
     packet = privacy._empty_xmp(400)
