@@ -405,6 +405,31 @@ class RekognitionEmulator:
 
         return self._run("CreateUser", work)
 
+    def list_users(
+        self,
+        *,
+        CollectionId: str,  # noqa: N803
+        NextToken: str = "",  # noqa: N803
+        MaxResults: int = 500,  # noqa: N803
+    ) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            if not 1 <= MaxResults <= 500:
+                raise _error("ListUsers", "InvalidParameterException", "MaxResults")
+            with self._lock:
+                names = sorted(self._collection("ListUsers", CollectionId).users)
+            start = int(NextToken or 0)
+            answer: dict[str, Any] = {
+                "Users": [
+                    {"UserId": name, "UserStatus": "ACTIVE"}
+                    for name in names[start : start + MaxResults]
+                ]
+            }
+            if start + MaxResults < len(names):
+                answer["NextToken"] = str(start + MaxResults)
+            return answer
+
+        return self._run("ListUsers", work)
+
     def delete_user(self, *, CollectionId: str, UserId: str, **_: Any) -> dict[str, Any]:  # noqa: N803
         def work() -> dict[str, Any]:
             with self._lock:

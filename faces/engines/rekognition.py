@@ -15,7 +15,10 @@ Limits AWS documents and this engine keeps (the emulator in ``emulator.py`` enfo
   back full may have more: the faces it did not return are searched one by one against the
   member as a Rekognition User (IndexFaces of the selfie, CreateUser, AssociateFaces, then
   SearchUsers per face), and that user and its face are deleted at once afterwards. So a bride
-  in 5,000 photos gets all 5,000, at one call per face past the first 4096.
+  in 5,000 photos gets all 5,000, at one call per face past the first 4096. The user's name
+  holds when it was made: one a killed worker left behind is deleted by a later sweep.
+- An image under 80 px on a side is refused: a selfie's face crop is enlarged to 80 px, and so
+  is a small photo; a strip too thin to enlarge within 4096 px is not sent.
 - It searches the largest face of the image only. The selfie sent is the dlib face with a
   margin, not the whole photo, and the ``SearchedFaceBoundingBox`` of the answer must lie on
   that face; otherwise the search was for someone else and ``SelfieUnusable`` is raised.
@@ -36,6 +39,7 @@ import io
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -83,6 +87,7 @@ METHODS = {
     "SearchFacesByImage": "search_faces_by_image",
     "CreateUser": "create_user",
     "DeleteUser": "delete_user",
+    "ListUsers": "list_users",
     "AssociateFaces": "associate_faces",
     "SearchUsers": "search_users",
 }
@@ -126,6 +131,10 @@ def jpeg_under_limit(image: Image.Image, *, limit: int = MAX_IMAGE_BYTES) -> byt
             quality -= 15
         else:  # a 1600 px preview never gets here; anything larger is scaled down
             work = work.resize((max(1, work.width * 3 // 4), max(1, work.height * 3 // 4)))
+
+
+# The name of a search's own user (see _member_search_per_face): member, made at, selfie face.
+_SEARCH_USER = re.compile(r"member-(?P<member>\d+)-(?P<made>\d+)-(?P<face>[0-9a-f-]{36})")
 
 
 def _fit(image: Image.Image, max_side: int) -> Image.Image:
@@ -217,6 +226,8 @@ class RekognitionEngine:
         self.client_factory = client_factory
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
+        # Wall-clock seconds, for the time a search's own user was made (tests fix it).
+        self.clock: Callable[[], float] = time.time
         self._client: Any = None
         self._client_pid = 0
         self._client_lock = threading.Lock()
@@ -438,7 +449,9 @@ class RekognitionEngine:
         time of the searches (one SearchUsers per face), deleted again at the end.
 
         The user is this run's alone (named after the selfie face this run indexed): a second
-        run of the same search (django-q2 may run a task twice) never deletes it under it."""
+        run of the same search (django-q2 may run a task twice) never deletes it under it. A
+        worker killed before the end leaves the user and the face; search_users_leftover_delete
+        finds them by the time in the user's name."""
         if not face_ids:
             return {}
         indexed = self._call(
@@ -452,7 +465,8 @@ class RekognitionEngine:
         if not indexed:
             raise SelfieUnusable("Rekognition finds no face in this selfie.")
         selfie_face = indexed[0]["Face"]["FaceId"]
-        user = f"member-{user_id}-{selfie_face}"
+        # When it was made is in its name: the sweep deletes one a killed worker left behind.
+        user = f"member-{user_id}-{int(self.clock())}-{selfie_face}"
         found: dict[str, float] = {}
         try:
             try:
@@ -581,6 +595,40 @@ class RekognitionEngine:
             token = response.get("NextToken", "")
             if not token:
                 return found
+
+    def search_users_leftover_delete(self, *, event_id: int, older_than_s: float) -> int:
+        """Delete the users (and their selfie faces) that searches past 4096 made more than
+        ``older_than_s`` ago in the event's collection: a search deletes its own at its end, so
+        an old one is a killed worker's. Returns how many were deleted."""
+        collection = self.collection_id(event_id)
+        cutoff = self.clock() - older_than_s
+        leftovers: list[tuple[str, str]] = []
+        token = ""
+        while True:
+            params: dict[str, Any] = {"CollectionId": collection, "MaxResults": 500}
+            if token:
+                params["NextToken"] = token
+            try:
+                response = self._call("ListUsers", **params)
+            except Exception as exc:
+                if _error_code(exc) == "ResourceNotFoundException":
+                    return 0
+                raise
+            for user in response.get("Users", []):
+                found = _SEARCH_USER.fullmatch(user.get("UserId", ""))
+                if found and int(found["made"]) < cutoff:
+                    leftovers.append((found[0], found["face"]))
+            token = response.get("NextToken", "")
+            if not token:
+                break
+        for user, _face in leftovers:
+            try:
+                self._call("DeleteUser", CollectionId=collection, UserId=user)
+            except Exception as exc:
+                if _error_code(exc) != "ResourceNotFoundException":
+                    raise
+        self._faces_delete(collection, [face for _user, face in leftovers])
+        return len(leftovers)
 
     # --- forgetting ------------------------------------------------------------------------------
     def member_forget(self, *, user_id: int, engine_ref: str, event_ids: Sequence[int]) -> None:

@@ -23,6 +23,7 @@ lives in the shared cache and the database.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from datetime import timedelta
@@ -45,6 +46,8 @@ from ..models import CollectionFace, Face, MemberSearch
 from .engines import engine_get
 from .matching import member_merge, member_records
 from .selfies import members_for_search, selfie_retake_request
+
+logger = logging.getLogger(__name__)
 
 
 def _rematch_key(event_id: int) -> str:
@@ -290,4 +293,15 @@ def collections_orphaned_sweep() -> int:
     alive = set(Event.objects.filter(pk__in=held).values_list("pk", flat=True))
     for event_id in sorted(held - alive):
         event_forget(event_id=event_id)
+    # A search past 4096 makes a user of its own and deletes it at its end; a worker killed
+    # in between leaves it. Older than any task may run, it is a leftover. Only the events
+    # with recent faces can have searches, so only their collections are listed.
+    recent = Face.objects.filter(
+        event_id__in=alive, created_at__gte=timezone.now() - timedelta(days=2)
+    ).values_list("event_id", flat=True)
+    older_than_s = max(3600, 2 * settings.PHOTO_TASK_TIMEOUT)
+    for event_id in sorted(set(recent)):
+        left = engine.search_users_leftover_delete(event_id=event_id, older_than_s=older_than_s)
+        if left:
+            logger.warning("event %s: %s users of killed searches deleted", event_id, left)
     return len(held - alive)

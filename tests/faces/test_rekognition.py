@@ -656,6 +656,40 @@ def test_selfie_check_makes_no_aws_call(stub, attendee_client, attendee, faces_d
 
 
 # --- past 4096 matches and the users it takes: the request shapes -------------------------------
+def test_the_leftover_sweep_lists_users_page_by_page_and_deletes_only_old_search_users(
+    engine, stub
+):
+    collection = "findme-event-7"
+    engine.clock = lambda: 1_800_000_000.0
+    old, fresh = face_id(), face_id()
+    stale_user = f"member-5-{1_800_000_000 - 3601}-{old}"
+    first_page = [
+        {"UserId": "member-5", "UserStatus": "ACTIVE"},  # a member's own: never swept
+        {"UserId": stale_user, "UserStatus": "ACTIVE"},
+    ]
+    second_page = [
+        {"UserId": f"member-6-{1_800_000_000 - 60}-{fresh}", "UserStatus": "ACTIVE"},
+        {"UserId": "someone-elses", "UserStatus": "ACTIVE"},
+    ]
+    stub.add_response(
+        "list_users",
+        {"Users": first_page, "NextToken": "page-2"},
+        {"CollectionId": collection, "MaxResults": 500},
+    )
+    stub.add_response(
+        "list_users",
+        {"Users": second_page},
+        {"CollectionId": collection, "MaxResults": 500, "NextToken": "page-2"},
+    )
+    stub.add_response("delete_user", {}, {"CollectionId": collection, "UserId": stale_user})
+    stub.add_response(
+        "delete_faces", {"DeletedFaces": [old]}, {"CollectionId": collection, "FaceIds": [old]}
+    )
+
+    assert engine.search_users_leftover_delete(event_id=7, older_than_s=3600) == 1
+    stub.assert_no_pending_responses()
+
+
 def test_a_full_search_goes_on_face_by_face_through_a_user_deleted_afterwards(engine, stub):
     """4096 matches is SearchFacesByImage's ceiling: the faces it did not return are searched
     with SearchUsers against the member as a User, made for the time of it and deleted."""
@@ -697,7 +731,8 @@ def test_a_full_search_goes_on_face_by_face_through_a_user_deleted_afterwards(en
             "QualityFilter": "AUTO",
         },
     )
-    user = f"member-5-{selfie_face}"
+    engine.clock = lambda: 1_800_000_000.9
+    user = f"member-5-1800000000-{selfie_face}"  # its time in its name, for the leftover sweep
     stub.add_response("create_user", {}, {"CollectionId": collection, "UserId": user})
     stub.add_response(
         "associate_faces",

@@ -21,6 +21,7 @@ from accounts.models import Selfie
 from accounts.services import selfie_store
 from events.models import Event, Membership
 from faces import services as faces_services
+from faces.engines import rekognition
 from faces.engines.emulator import RekognitionEmulator
 from faces.engines.local import LocalEngine
 from faces.engines.rekognition import BILLABLE, RekognitionEngine
@@ -406,6 +407,42 @@ def test_the_sweep_deletes_collections_whose_event_is_gone(colour_emulator, even
     assert faces_services.collections_orphaned_sweep() == 1
     assert set(colour_emulator.collections) == {f"findme-event-{event.pk}", "someone-elses"}
     assert faces_services.collections_orphaned_sweep() == 0
+
+
+def test_a_search_past_4096_killed_before_its_clean_up_is_swept_an_hour_later(
+    colour_emulator, event, django_user_model, monkeypatch
+):
+    monkeypatch.setattr(rekognition, "MAX_MATCHES", 2)  # so 3 photos are "past 4096"
+    for n in (1, 100, 200):  # serials far apart: a JPEG keeps them apart
+        photo_bytes = scenarios.photo_of([0, 1, 2, 3], n)
+        photo = photo_ingest(
+            event=event, upload=uploaded(f"{n}.jpg", photo_bytes), uploaded_by=None
+        )
+        assert photo_process(photo_id=photo.photo.pk) == Photo.Status.DONE
+    bride = member_new(django_user_model, event, "bride")
+    selfie_give(bride, *scenarios.selfie_of(0))
+    with monkeypatch.context() as killed:  # the worker dies before DeleteUser and DeleteFaces
+        killed.setattr(colour_emulator, "delete_user", lambda **_: {})
+        killed.setattr(colour_emulator, "delete_faces", lambda **_: {"DeletedFaces": []})
+        assert faces_services.member_index(user_id=bride.pk)
+    assert len(matched_photos(bride)) == 3
+    collection = colour_emulator.collections[f"findme-event-{event.pk}"]
+    [left] = collection.users
+    assert left.startswith(f"member-{bride.pk}-")
+    assert len(collection.faces) == 12 + 1  # the photos' faces and the searched selfie's
+    colour_emulator.create_user(CollectionId=f"findme-event-{event.pk}", UserId="member-9")
+
+    # Made just now, it may be a search still running: kept.
+    faces_services.collections_orphaned_sweep()
+    assert set(collection.users) == {left, "member-9"}
+    # Made two hours ago: no task runs that long, so it is a leftover.
+    made = int(left.split("-")[2])
+    older = left.replace(f"-{made}-", f"-{made - 7200}-")
+    collection.users[older] = collection.users.pop(left)
+    faces_services.collections_orphaned_sweep()
+    assert set(collection.users) == {"member-9"}  # a member's own user is never swept
+    assert len(collection.faces) == 12
+    assert len(matched_photos(bride)) == 3
 
 
 def test_a_join_racing_the_selfie_pays_for_one_search(colour_emulator, event, django_user_model):
