@@ -179,9 +179,16 @@ class RekognitionEmulator:
         return faces
 
     def _matches(
-        self, collection: _Collection, vector: np.ndarray, threshold: float, *, skip: str = ""
+        self,
+        collection: _Collection,
+        vector: np.ndarray,
+        threshold: float,
+        *,
+        skip: str = "",
+        among: list[_Face] | None = None,
     ) -> list[tuple[float, _Face]]:
-        stored = [f for f in collection.faces.values() if f.face_id != skip]
+        pool = collection.faces.values() if among is None else among
+        stored = [f for f in pool if f.face_id != skip]
         if not stored:
             return []
         matrix = np.stack([f.vector for f in stored])
@@ -498,11 +505,16 @@ class RekognitionEmulator:
                     vectors = [face.vector]
                 else:
                     vectors = [collection.faces[f].vector for f in collection.users.get(UserId, ())]
+                # Only faces of users can answer: compared with those alone, as AWS does.
+                users_faces = [
+                    f for f in collection.faces.values() if f.user_id and f.user_id != UserId
+                ]
                 best: dict[str, float] = {}
                 for vector in vectors:
-                    for score, stored in self._matches(collection, vector, UserMatchThreshold):
-                        if stored.user_id and stored.user_id != UserId:
-                            best[stored.user_id] = max(best.get(stored.user_id, 0.0), score)
+                    for score, stored in self._matches(
+                        collection, vector, UserMatchThreshold, among=users_faces
+                    ):
+                        best[stored.user_id] = max(best.get(stored.user_id, 0.0), score)
             ranked = sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))[:MaxUsers]
             answer: dict[str, Any] = {
                 "UserMatches": [
