@@ -92,6 +92,14 @@ def selfie_give(user, data: bytes, box: tuple[float, float, float, float] | None
     selfie_store(user=user, upload=upload, face_box=box)
 
 
+def photo_done(event: Event) -> Photo:
+    """A photo of people 0 to 3, uploaded and processed."""
+    photo_bytes = scenarios.photo_of([0, 1, 2, 3], 1)
+    photo = photo_ingest(event=event, upload=uploaded("p.jpg", photo_bytes), uploaded_by=None).photo
+    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    return photo
+
+
 def searches(emulator: RekognitionEmulator) -> int:
     """SearchFacesByImage calls made, answered or refused."""
     return sum(1 for call in emulator.calls if call.operation == "SearchFacesByImage")
@@ -212,9 +220,7 @@ def test_with_the_member_strategy_no_member_becomes_a_user(settings, colour_emul
 def test_a_selfie_whose_face_crop_is_under_80_px_is_enlarged_and_still_matches(
     colour_emulator, event, django_user_model
 ):
-    photo_bytes = scenarios.photo_of([0, 1, 2, 3], 1)
-    photo = photo_ingest(event=event, upload=uploaded("p.jpg", photo_bytes), uploaded_by=None).photo
-    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    photo = photo_done(event)
     ann = member_new(django_user_model, event, "ann")
     # A selfie taken from afar: a 30 px face, so the crop with its margin is 60 px square.
     image = Image.new("RGB", (480, 480), "white")
@@ -252,9 +258,7 @@ def test_a_small_photo_is_enlarged_for_indexing_and_a_thin_strip_is_not_sent(
 def test_a_selfie_in_which_rekognition_finds_no_face_needs_a_new_photo(
     colour_emulator, event, django_user_model, client, admin_client
 ):
-    photo_bytes = scenarios.photo_of([0, 1, 2, 3], 1)
-    photo = photo_ingest(event=event, upload=uploaded("p.jpg", photo_bytes), uploaded_by=None).photo
-    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    photo_done(event)
     ann = member_new(django_user_model, event, "ann")
     # dlib saw a face at upload; Rekognition sees none in it.
     selfie_give(ann, jpeg(Image.new("RGB", (480, 480), "white")), (0.4, 0.4, 0.2, 0.2))
@@ -279,9 +283,7 @@ def test_a_selfie_in_which_rekognition_finds_no_face_needs_a_new_photo(
 def test_a_search_of_another_face_than_the_selfies_is_refused(
     colour_emulator, event, django_user_model
 ):
-    photo_bytes = scenarios.photo_of([0, 1, 2, 3], 1)
-    photo = photo_ingest(event=event, upload=uploaded("p.jpg", photo_bytes), uploaded_by=None).photo
-    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    photo_done(event)
     ann = member_new(django_user_model, event, "ann")
     # dlib's face is in the middle, but the only face Rekognition sees there lies in a corner
     # of the crop: person 2's, who is in the photo. It must not be taken for ann.
@@ -470,9 +472,7 @@ def test_a_search_past_4096_killed_before_its_clean_up_is_swept_an_hour_later(
 
 
 def test_a_join_racing_the_selfie_pays_for_one_search(colour_emulator, event, django_user_model):
-    photo_bytes = scenarios.photo_of([0, 1, 2, 3], 1)
-    photo = photo_ingest(event=event, upload=uploaded("p.jpg", photo_bytes), uploaded_by=None).photo
-    assert photo_process(photo_id=photo.pk) == Photo.Status.DONE
+    photo = photo_done(event)
     ann = member_new(django_user_model, event, "ann")
     selfie_give(ann, *scenarios.selfie_of(2))
     assert faces_services.member_index(user_id=ann.pk)
